@@ -1,0 +1,35 @@
+"""`RunStatus`: marks a run folder ``failed`` on an exception and ``completed`` when the CLI is done."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from lit_effdl.data.datamodule import write_json_atomic
+
+RUN_STATUS_FILE = "run_status.json"
+
+
+def write_run_status(trainer: L.Trainer, status: str, error: str | None = None) -> None:
+    """Write ``run_status.json`` atomically in the run folder (rank 0 only)."""
+    log_dir = trainer.log_dir
+    if not log_dir or not trainer.is_global_zero:
+        return
+    os.makedirs(log_dir, exist_ok=True)
+    payload = {"status": status, "global_step": trainer.global_step, "epoch": trainer.current_epoch}
+    if error:
+        payload["error"] = error
+    write_json_atomic(Path(log_dir) / RUN_STATUS_FILE, payload)
+
+
+class RunStatus(Callback):
+    """A partial run folder never looks like a finished one: it says ``failed`` and why."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        write_run_status(trainer, "failed", f"{type(exception).__name__}: {exception}")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        write_run_status(trainer, "running")

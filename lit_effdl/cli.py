@@ -1,0 +1,99 @@
+"""The `lit-effdl` command: Lightning's CLI with this project's defaults.
+
+``lit-effdl fit --config configs/digits/supervised.yaml --test_after_fit true`` trains, then
+tests the best checkpoint. Model and data are chosen by ``class_path`` (any ``BaseMethod`` and any
+``LabelBudgetDataModule``); ``num_classes``, ``in_chans`` and ``class_names`` come from the data.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lit_effdl.callbacks.run_status import RunStatus, write_run_status
+from lit_effdl.data.datamodule import LabelBudgetDataModule
+from lit_effdl.errors import UserError
+from lit_effdl.methods.base import BaseMethod
+
+class EffdlCLI(LightningCLI):
+    """LightningCLI with checkpointing on ``val/acc``, LR monitoring and data -> model links."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False,
+            help="after fit, run test on the best checkpoint (one command, one test number)",
+        )
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/acc",
+            "checkpoint.mode": "max",
+            "checkpoint.save_last": True,
+            "checkpoint.filename": "best-epoch{epoch:03d}-acc{val/acc:.4f}",
+            "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        for source, target in (
+            ("data.num_classes", "model.init_args.num_classes"),
+            ("data.num_channels", "model.init_args.in_chans"),
+            ("data.class_names", "model.init_args.class_names"),
+        ):
+            parser.link_arguments(source, target, apply_on="instantiate")
+
+    def after_fit(self) -> None:
+        if self.config[self.subcommand].get("test_after_fit"):
+            checkpoint = self.trainer.checkpoint_callback
+            ckpt = "best" if checkpoint is not None and checkpoint.best_model_path else None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        write_run_status(self.trainer, "completed")
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(RunStatus())
+        return trainer
+
+
+def _wants_debug(args: list[str]) -> bool:
+    return "--debug" in args or os.environ.get("LIT_EFFDL_DEBUG", "") not in ("", "0")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point; bad input ends with one message and exit code 2 (``--debug``: traceback)."""
+    args = list(sys.argv[1:] if args is None else args)
+    debug = _wants_debug(args)
+    args = [a for a in args if a != "--debug"]
+    try:
+        EffdlCLI(
+            BaseMethod,
+            LabelBudgetDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            trainer_defaults={
+                "log_every_n_steps": 10,
+                "callbacks": [RichProgressBar()],
+            },
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            auto_configure_optimizers=False,
+        )
+    except UserError as err:
+        if debug:
+            raise
+        print(f"lit-effdl: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # anything else is a bug or an environment problem: keep the trace
+        if debug:
+            raise
+        traceback.print_exc()
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""`LabelBudgetDataModule`: source -> label-budget split -> views -> loaders.
+
+Subclasses only pick a source (``load_sources``) and defaults. Batches are dicts:
+``{"image", "target", "index"}`` for labeled data, and with ``unlabeled_ratio > 0`` the train
+loader yields ``{"labeled": {...}, "unlabeled": {"weak", "strong", "index", "hidden_target"}}``
+through Lightning's ``CombinedLoader``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from lit_effdl.augment import build_pipeline
+from lit_effdl.data.sources import ConcatSource, ImageSource, SubsetSource, loose_images_source
+from lit_effdl.data.splits import BudgetSplit, label_budget_split
+from lit_effdl.data.views import ImagesOnlyView, LabeledView, UnlabeledView
+from lit_effdl.errors import UserError
+
+SPLIT_FILE = "label_split.json"
+
+
+@dataclass
+class Sources:
+    """What a dataset adapter hands the data module."""
+
+    train: ImageSource
+    test: ImageSource
+    val: ImageSource | None = None  # None: carved from train by ``val_fraction``
+    extra_unlabeled: ImageSource | None = None  # e.g. STL-10's 100k unlabeled images
+
+
+class LabelBudgetDataModule(L.LightningDataModule):
+    """Labeled / unlabeled / validation / test splits under a label budget.
+
+    Args:
+        num_labels_per_class: labeled images per class (stratified); None with ``num_labels``
+            None means every non-validation train image is labeled.
+        num_labels: total labeled images, spread evenly over classes (instead of per class).
+        split_seed: seed of the label-budget and validation draws.
+        val_fraction: share of each class carved from train for validation when the dataset
+            has no validation split.
+        batch_size: labeled images per step (per device).
+        unlabeled_ratio: mu, unlabeled images per labeled image in a step; 0 = no unlabeled loader.
+        eval_batch_size: batch size of validation, test, predict and pseudo-labeling passes.
+        labeled_augment: augmentation spec of labeled training images (see ``lit_effdl.augment``).
+        unlabeled_weak_augment: spec of the weak view of unlabeled images.
+        unlabeled_strong_augment: spec of the strong view of unlabeled images.
+        labeled_samples_per_epoch: draw this many labeled samples (with replacement) per epoch,
+            so tiny label budgets still give whole batches and a useful epoch length.
+        num_workers: DataLoader worker processes (None: 0 on CPU-only machines, else 4).
+        pin_memory: pin host memory (None: when CUDA is available).
+        predict_root: a folder of images that ``lit-effdl predict`` labels (default: test split).
+    """
+
+    default_weak = "weak"
+    default_strong = "strong"
+
+    def __init__(
+        self,
+        num_labels_per_class: int | None = None,
+        num_labels: int | None = None,
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        batch_size: int = 64,
+        unlabeled_ratio: int = 0,
+        eval_batch_size: int = 256,
+        labeled_augment: str | None = None,
+        unlabeled_weak_augment: str | None = None,
+        unlabeled_strong_augment: str | None = None,
+        labeled_samples_per_epoch: int | None = None,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        predict_root: str | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"batch_size={batch_size} is not valid: use a positive integer")
+        if unlabeled_ratio < 0:
+            raise UserError(f"unlabeled_ratio={unlabeled_ratio} is not valid: use 0 or more")
+        if not 0.0 <= val_fraction < 1.0:
+            raise UserError(f"val_fraction={val_fraction} is not valid: use a value in [0, 1)")
+        self.num_labels_per_class = num_labels_per_class
+        self.num_labels = num_labels
+        self.split_seed = split_seed
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.unlabeled_ratio = unlabeled_ratio
+        self.eval_batch_size = eval_batch_size
+        self.labeled_augment = labeled_augment if labeled_augment is not None else self.default_weak
+        self.unlabeled_weak_augment = unlabeled_weak_augment or self.default_weak
+        self.unlabeled_strong_augment = unlabeled_strong_augment or self.default_strong
+        self.labeled_samples_per_epoch = labeled_samples_per_epoch
+        cuda = torch.cuda.is_available()
+        self.num_workers = (4 if cuda else 0) if num_workers is None else num_workers
+        self.pin_memory = cuda if pin_memory is None else pin_memory
+        self.predict_root = predict_root
+        self._sources: Sources | None = None
+        self.split: BudgetSplit | None = None
+
+    # ------------------------------------------------------------ what subclasses provide
+    def load_sources(self) -> Sources:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ facts the model is built from
+    @property
+    def sources(self) -> Sources:
+        if self._sources is None:
+            self._sources = self.load_sources()
+        return self._sources
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.sources.train.classes)
+
+    @property
+    def num_channels(self) -> int:
+        return self.sources.train.channels
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.sources.train.classes)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.sources.train.load(0).shape[-1])
+
+    # ------------------------------------------------------------ splits
+    def setup(self, stage: str | None = None) -> None:
+        if self.split is not None:
+            return
+        train = self.sources.train
+        val_fraction = 0.0 if self.sources.val is not None else self.val_fraction
+        self.split = label_budget_split(
+            train.targets, self.num_labels_per_class, self.num_labels, val_fraction, self.split_seed
+        )
+        self.labeled_source = SubsetSource(train, self.split.labeled)
+        self.val_source = self.sources.val or SubsetSource(train, self.split.val)
+        self.unlabeled_source = ConcatSource(
+            [SubsetSource(train, self.split.unlabeled)]
+            + ([self.sources.extra_unlabeled] if self.sources.extra_unlabeled is not None else [])
+        )
+        self._write_split_file()
+
+    def _write_split_file(self) -> None:
+        """The labeled indices beside the run's logs, so the run can be audited and repeated."""
+        trainer = getattr(self, "trainer", None)
+        log_dir = getattr(trainer, "log_dir", None) if trainer is not None else None
+        if not log_dir or not trainer.is_global_zero:
+            return
+        payload = {
+            "dataset": type(self).__name__,
+            "split_seed": self.split_seed,
+            "num_labels_per_class": self.num_labels_per_class,
+            "num_labels": self.num_labels,
+            "fingerprint": self.split.fingerprint(),
+            **self.split.to_dict(),
+        }
+        write_json_atomic(Path(log_dir) / SPLIT_FILE, payload)
+
+    # ------------------------------------------------------------ datasets
+    def pipeline(self, spec: str | None):
+        return build_pipeline(spec, self.image_size)
+
+    def labeled_dataset(self, augment: str | None = "default") -> Dataset:
+        spec = self.labeled_augment if augment == "default" else augment
+        return LabeledView(self.labeled_source, self.pipeline(spec))
+
+    def unlabeled_dataset(self) -> Dataset:
+        """Weak and strong views of the unlabeled set."""
+        if len(self.unlabeled_source) == 0:
+            raise UserError(
+                "the unlabeled split is empty: set data.num_labels_per_class (or num_labels) below "
+                "the class sizes, or give an unlabeled folder, for a semi-supervised method"
+            )
+        return UnlabeledView(
+            self.unlabeled_source,
+            self.pipeline(self.unlabeled_weak_augment),
+            self.pipeline(self.unlabeled_strong_augment),
+        )
+
+    def unlabeled_inference_dataset(self) -> Dataset:
+        """The unlabeled images without augmentation, for pseudo-labeling passes."""
+        return ImagesOnlyView(self.unlabeled_source)
+
+    # ------------------------------------------------------------ loaders
+    def loader(self, dataset: Dataset, batch_size: int, train: bool, sampler=None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            drop_last=train and len(dataset) >= batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def labeled_loader(self) -> DataLoader:
+        dataset = self.labeled_dataset()
+        sampler = None
+        if self.labeled_samples_per_epoch:
+            sampler = RandomSampler(dataset, replacement=True, num_samples=self.labeled_samples_per_epoch)
+        return self.loader(dataset, self.batch_size, train=True, sampler=sampler)
+
+    def train_dataloader(self):
+        labeled = self.labeled_loader()
+        if self.unlabeled_ratio == 0:
+            return labeled
+        unlabeled = self.loader(self.unlabeled_dataset(), self.batch_size * self.unlabeled_ratio, train=True)
+        return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, mode="max_size_cycle")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(LabeledView(self.val_source), self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(LabeledView(self.sources.test), self.eval_batch_size, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        self.predict_source = (
+            loose_images_source(self.predict_root, self.class_names, self.image_size, self.num_channels)
+            if self.predict_root
+            else self.sources.test
+        )
+        return self.loader(ImagesOnlyView(self.predict_source), self.eval_batch_size, train=False)
+
+
+def write_json_atomic(path: str | Path, payload: dict) -> None:
+    """Write JSON to a temp file beside ``path`` and rename it: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value))

@@ -1,0 +1,303 @@
+"""One adapter per dataset: images (in memory or read lazily), targets and class names.
+
+No augmentation here. Every source yields ``uint8`` tensors shaped ``(C, H, W)``; targets are
+``int64`` numpy arrays with ``-1`` where a label is unknown (loose unlabeled images).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lit_effdl.errors import UserError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class ImageSource:
+    """A sized collection of images with targets and class names."""
+
+    classes: list[str]
+    targets: np.ndarray
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load(self, i: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self, i: int) -> str:
+        """A human name for item ``i`` (a file path where there is one)."""
+        return f"#{i}"
+
+
+class TensorImages(ImageSource):
+    """Images held as one array: a uint8 tensor ``(N, C, H, W)`` or a (memory-mapped) numpy array."""
+
+    def __init__(self, images, targets: Sequence[int], classes: list[str]):
+        self.images = images
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.classes = list(classes)
+        self.channels = int(images.shape[1])
+        if len(self.images) != len(self.targets):
+            raise ValueError(f"{len(self.images)} images but {len(self.targets)} targets")
+
+    def load(self, i: int) -> torch.Tensor:
+        image = self.images[i]
+        return image if isinstance(image, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(image))
+
+
+class FileImages(ImageSource):
+    """Images read from files on demand (nothing but the path list is kept in memory)."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        targets: Sequence[int] | None,
+        classes: list[str],
+        image_size: int | None = None,
+        channels: int = 3,
+    ):
+        self.paths = [str(p) for p in paths]
+        self.targets = (
+            np.full(len(self.paths), -1, dtype=np.int64)
+            if targets is None
+            else np.asarray(targets, dtype=np.int64)
+        )
+        self.classes = list(classes)
+        self.image_size = image_size
+        self.channels = channels
+
+    def describe(self, i: int) -> str:
+        return self.paths[i]
+
+    def load(self, i: int) -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_image, read_file
+
+        mode = ImageReadMode.RGB if self.channels == 3 else ImageReadMode.GRAY
+        try:
+            image = decode_image(read_file(self.paths[i]), mode=mode)
+        except Exception as err:  # torchvision raises RuntimeError with a codec message
+            raise UserError(f"cannot decode image file {self.paths[i]}: {err}") from None
+        if self.image_size is not None and tuple(image.shape[-2:]) != (self.image_size,) * 2:
+            from torchvision.transforms.v2 import functional as TF
+
+            image = TF.resize(image, [self.image_size, self.image_size], antialias=True)
+        return image
+
+
+class SubsetSource(ImageSource):
+    """A view on some positions of another source."""
+
+    def __init__(self, source: ImageSource, indices: Sequence[int]):
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.targets = source.targets[self.indices]
+        self.classes = source.classes
+        self.channels = source.channels
+
+    def load(self, i: int) -> torch.Tensor:
+        return self.source.load(int(self.indices[i]))
+
+    def describe(self, i: int) -> str:
+        return self.source.describe(int(self.indices[i]))
+
+
+class ConcatSource(ImageSource):
+    """Several sources one after the other (train-split leftovers + an extra unlabeled set)."""
+
+    def __init__(self, sources: Sequence[ImageSource]):
+        self.sources = [s for s in sources if len(s) > 0]
+        if not self.sources:
+            self.sources = list(sources[:1])
+        self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
+        self.targets = np.concatenate([s.targets for s in self.sources]) if self.sources else np.zeros(0, np.int64)
+        self.classes = self.sources[0].classes if self.sources else []
+        self.channels = self.sources[0].channels if self.sources else 3
+
+    def _locate(self, i: int) -> tuple[ImageSource, int]:
+        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.sources[k], i - int(self.offsets[k])
+
+    def load(self, i: int) -> torch.Tensor:
+        source, j = self._locate(i)
+        return source.load(j)
+
+    def describe(self, i: int) -> str:
+        source, j = self._locate(i)
+        return source.describe(j)
+
+
+# ---------------------------------------------------------------- embedded and synthetic
+
+
+def digits_sources(channels: int = 1, image_size: int = 32) -> tuple[TensorImages, TensorImages]:
+    """scikit-learn's 1797 8x8 digits, upsampled; test = a stratified 20% drawn with seed 0."""
+    from sklearn.datasets import load_digits
+
+    from lit_effdl.data.splits import stratified_take
+
+    if channels not in (1, 3):
+        raise UserError(f"channels={channels} is not valid for digits: use 1 or 3")
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0
+    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    images = (images.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, channels, -1, -1).contiguous()
+    targets = digits.target.astype(np.int64)
+    test_idx, train_idx = stratified_take(targets, fraction=0.2, seed=0)
+    classes = [str(d) for d in range(10)]
+    return (
+        TensorImages(images[train_idx], targets[train_idx], classes),
+        TensorImages(images[test_idx], targets[test_idx], classes),
+    )
+
+
+def synthetic_images(
+    num_images: int, num_classes: int, image_size: int, channels: int, seed: int
+) -> TensorImages:
+    """Class-conditional procedural images: each class an oriented grating of its own frequency
+    and colour, randomly shifted, with noise; learnable by a small CNN in a few steps."""
+    rng = np.random.default_rng(seed)
+    targets = np.arange(num_images) % num_classes
+    rng.shuffle(targets)
+    yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32) / image_size
+    angles = np.pi * np.arange(num_classes) / num_classes
+    freqs = 2.0 + (np.arange(num_classes) % 3)
+    colours = np.random.default_rng(1234).uniform(0.3, 1.0, size=(num_classes, channels))
+    images = np.empty((num_images, channels, image_size, image_size), dtype=np.uint8)
+    for n, c in enumerate(targets):
+        phase = rng.uniform(0, 2 * np.pi)
+        wave = np.sin(2 * np.pi * freqs[c] * (np.cos(angles[c]) * xx + np.sin(angles[c]) * yy) + phase)
+        pattern = 0.5 + 0.4 * wave[None] * colours[c][:, None, None]
+        pattern = pattern + rng.normal(0, 0.08, size=pattern.shape)
+        images[n] = (np.clip(pattern, 0, 1) * 255).astype(np.uint8)
+    return TensorImages(torch.from_numpy(images), targets, [f"class_{k}" for k in range(num_classes)])
+
+
+# ---------------------------------------------------------------- real datasets on disk
+
+
+def _missing(name: str, folder: Path, files: Sequence[str], url: str) -> UserError:
+    listing = ", ".join(files)
+    return UserError(
+        f"{name} not found in {folder}: place {listing} there (from {url}, extracted); "
+        f"nothing is downloaded at run time"
+    )
+
+
+def _find_dir(root: str | Path, subdir: str, required: Sequence[str]) -> Path | None:
+    root = Path(root).expanduser()
+    for candidate in (root / subdir, root):
+        if all((candidate / f).is_file() for f in required):
+            return candidate
+    return None
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        return pickle.load(handle, encoding="bytes")  # the dataset's own format
+
+
+def _cifar_images(raw: bytes | np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(raw, dtype=np.uint8).reshape(-1, 3, 32, 32).copy())
+
+
+def cifar_sources(root: str | Path, num_classes: int = 10) -> tuple[TensorImages, TensorImages]:
+    """CIFAR-10 / CIFAR-100 from the python pickles (torchvision's MD5 check would reject
+    subsets, so the documented format is read directly)."""
+    if num_classes == 10:
+        subdir, train_files, test_file, meta, names_key, labels_key = (
+            "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+            "batches.meta", b"label_names", b"labels",
+        )
+        url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    elif num_classes == 100:
+        subdir, train_files, test_file, meta, names_key, labels_key = (
+            "cifar-100-python", ["train"], "test", "meta", b"fine_label_names", b"fine_labels",
+        )
+        url = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+    else:
+        raise UserError(f"CIFAR num_classes={num_classes} is not valid: use 10 or 100")
+    required = [*train_files, test_file, meta]
+    folder = _find_dir(root, subdir, required)
+    if folder is None:
+        raise _missing(f"CIFAR-{num_classes}", Path(root) / subdir, required, url)
+    classes = [n.decode() for n in _unpickle(folder / meta)[names_key]]
+    batches = [_unpickle(folder / f) for f in train_files]
+    train = TensorImages(
+        torch.cat([_cifar_images(b[b"data"]) for b in batches]),
+        np.concatenate([np.asarray(b[labels_key]) for b in batches]),
+        classes,
+    )
+    test_batch = _unpickle(folder / test_file)
+    test = TensorImages(_cifar_images(test_batch[b"data"]), test_batch[labels_key], classes)
+    return train, test
+
+
+def _stl_images(path: Path) -> np.ndarray:
+    """STL-10 stores each image column-major; a memmap keeps the 100k unlabeled images on disk."""
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    return raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
+
+
+def stl10_sources(root: str | Path) -> tuple[TensorImages, TensorImages, TensorImages]:
+    """STL-10 binary format: (train 5k labeled, test 8k, unlabeled 100k), images read lazily."""
+    required = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin", "class_names.txt"]
+    folder = _find_dir(root, "stl10_binary", required)
+    if folder is None:
+        raise _missing(
+            "STL-10", Path(root) / "stl10_binary", required,
+            "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+        )
+    classes = (folder / "class_names.txt").read_text().split()
+
+    def labels(name: str) -> np.ndarray:
+        return np.fromfile(folder / name, dtype=np.uint8).astype(np.int64) - 1  # stored 1..10
+
+    train = TensorImages(_stl_images(folder / "train_X.bin"), labels("train_y.bin"), classes)
+    test = TensorImages(_stl_images(folder / "test_X.bin"), labels("test_y.bin"), classes)
+    unlabeled_images = _stl_images(folder / "unlabeled_X.bin")
+    unlabeled = TensorImages(unlabeled_images, np.full(len(unlabeled_images), -1), classes)
+    return train, test, unlabeled
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """Every image file under ``root`` (recursive), sorted for a stable order."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist or is not a directory")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def image_folder_source(root: str | Path, image_size: int | None, channels: int = 3) -> FileImages:
+    """A labeled folder: one sub-folder per class, holding that class's images."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist: give a folder with one sub-folder per class")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise UserError(f"image folder {root} has no class sub-folders: expected {root}/<class>/<image>")
+    paths, targets = [], []
+    for k, name in enumerate(classes):
+        files = list_images(root / name)
+        paths += files
+        targets += [k] * len(files)
+    if not paths:
+        raise UserError(f"image folder {root} holds no images with extensions {IMAGE_EXTENSIONS}")
+    return FileImages(paths, targets, classes, image_size, channels)
+
+
+def loose_images_source(
+    root: str | Path, classes: list[str], image_size: int | None, channels: int = 3
+) -> FileImages:
+    """A folder of unlabeled images (any nesting); an empty folder is an error."""
+    paths = list_images(root)
+    if not paths:
+        raise UserError(f"unlabeled folder {root} holds no images with extensions {IMAGE_EXTENSIONS}")
+    return FileImages(paths, None, classes, image_size, channels)

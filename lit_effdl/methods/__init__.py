@@ -1,0 +1,6 @@
+"""One LightningModule per paradigm, over the shared `BaseMethod`."""
+
+from lit_effdl.methods.base import BaseMethod
+from lit_effdl.methods.supervised import Supervised
+
+__all__ = ["BaseMethod", "Supervised"]
