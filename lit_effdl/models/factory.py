@@ -48,6 +48,7 @@ def create_backbone(
     in_chans: int = 3,
     drop_rate: float = 0.0,
     drop_path_rate: float = 0.0,
+    deformable: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a classifier network by name with ``num_classes`` outputs.
@@ -56,7 +57,14 @@ def create_backbone(
     ``googlenet`` from torchvision, else any ``timm`` model (``resnet18``, ``densenet121``,
     ``seresnet18``, ``efficientnet_b0``...). ``drop_rate`` is dropout before the classifier,
     ``drop_path_rate`` stochastic depth where the architecture has residual branches.
+    ``deformable`` swaps the last stage's 3x3 convolutions for deformable ones (ResNet-like nets).
     """
+    if deformable:
+        from lit_effdl.models.deformable import swap_deformable
+
+        model = create_backbone(name, num_classes, pretrained, in_chans, drop_rate, drop_path_rate, **kwargs)
+        swap_deformable(model)
+        return model
     if num_classes < 1:
         raise UserError(f"num_classes={num_classes} is not valid: use a positive integer")
     local = _local_constructor(name)

