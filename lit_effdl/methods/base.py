@@ -90,6 +90,7 @@ class BaseMethod(L.LightningModule):
         input_mean: per-channel mean of inputs scaled to [0, 1] (one value is broadcast).
         input_std: per-channel std of inputs scaled to [0, 1].
         channels_last: use the channels-last memory format (faster convolutions on GPUs).
+        aux_weight: weight of each auxiliary classifier's loss in training (GoogLeNet / Inception).
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class BaseMethod(L.LightningModule):
         input_mean: tuple[float, ...] = (0.5,),
         input_std: tuple[float, ...] = (0.5,),
         channels_last: bool = False,
+        aux_weight: float = 0.3,
     ):
         super().__init__()
         if lr <= 0:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from lit_effdl.losses import classification_loss
+from lit_effdl.models.auxiliary import loss_with_aux
 from lit_effdl.methods.base import BaseMethod
 
 
@@ -30,7 +33,8 @@ class Supervised(BaseMethod):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         labeled = self.labeled_part(batch)
-        logits = self(labeled["image"])
-        loss = classification_loss(logits, labeled["target"], self.label_smoothing)
+        output = self(labeled["image"])  # GoogLeNet / Inception add auxiliary logits in training
+        loss_fn = partial(classification_loss, label_smoothing=self.label_smoothing)
+        loss, _ = loss_with_aux(output, labeled["target"], loss_fn, self.hparams.aux_weight)
         self.log_train("loss", loss, batch_size=labeled["image"].shape[0], prog_bar=True)
         return loss
