@@ -161,21 +161,22 @@ def digits_sources(channels: int = 1, image_size: int = 32) -> tuple[TensorImage
 def synthetic_images(
     num_images: int, num_classes: int, image_size: int, channels: int, seed: int
 ) -> TensorImages:
-    """Class-conditional procedural images: each class an oriented grating of its own frequency
-    and colour, randomly shifted, with noise; learnable by a small CNN in a few steps."""
+    """Class-conditional procedural images: each class a grating of its own orientation (within
+    [0, pi/2), so a horizontal flip never turns one class into another), frequency and colour,
+    randomly shifted, with noise; learnable by a small CNN in a few steps."""
     rng = np.random.default_rng(seed)
     targets = np.arange(num_images) % num_classes
     rng.shuffle(targets)
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32) / image_size
-    angles = np.pi * np.arange(num_classes) / num_classes
-    freqs = 2.0 + (np.arange(num_classes) % 3)
-    colours = np.random.default_rng(1234).uniform(0.3, 1.0, size=(num_classes, channels))
+    angles = 0.5 * np.pi * np.arange(num_classes) / num_classes
+    freqs = 1.5 + (np.arange(num_classes) % 3)
+    colours = np.random.default_rng(1234).uniform(-1.0, 1.0, size=(num_classes, channels))
     images = np.empty((num_images, channels, image_size, image_size), dtype=np.uint8)
     for n, c in enumerate(targets):
         phase = rng.uniform(0, 2 * np.pi)
         wave = np.sin(2 * np.pi * freqs[c] * (np.cos(angles[c]) * xx + np.sin(angles[c]) * yy) + phase)
-        pattern = 0.5 + 0.4 * wave[None] * colours[c][:, None, None]
-        pattern = pattern + rng.normal(0, 0.08, size=pattern.shape)
+        pattern = 0.5 + 0.25 * wave[None] + 0.2 * colours[c][:, None, None]
+        pattern = pattern + rng.normal(0, 0.05, size=pattern.shape)
         images[n] = (np.clip(pattern, 0, 1) * 255).astype(np.uint8)
     return TensorImages(torch.from_numpy(images), targets, [f"class_{k}" for k in range(num_classes)])
 

@@ -32,7 +32,7 @@ class WeightEMA(nn.Module):
     def __init__(self, model: nn.Module, decay: float):
         super().__init__()
         self.decay = decay
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.module = copy.deepcopy(model).requires_grad_(False)  # Lightning sets its mode
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
@@ -91,6 +91,8 @@ class BaseMethod(L.LightningModule):
         input_std: per-channel std of inputs scaled to [0, 1].
         channels_last: use the channels-last memory format (faster convolutions on GPUs).
         aux_weight: weight of each auxiliary classifier's loss in training (GoogLeNet / Inception).
+        augment_on: where training augmentation runs: ``loader`` (per image in DataLoader workers) or
+            ``device`` (the data module's specs, batched on the training device via ``augment_batch``).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class BaseMethod(L.LightningModule):
         input_std: tuple[float, ...] = (0.5,),
         channels_last: bool = False,
         aux_weight: float = 0.3,
+        augment_on: Literal["loader", "device"] = "loader",
     ):
         super().__init__()
         if lr <= 0:
@@ -124,6 +127,9 @@ class BaseMethod(L.LightningModule):
             raise UserError(f"ema_decay={ema_decay} is not valid: use 0 (off) or a value in (0, 1)")
         if optimizer not in ("sgd", "adamw"):
             raise UserError(f"optimizer='{optimizer}' is not valid: use 'sgd' or 'adamw'")
+        if augment_on not in ("loader", "device"):
+            raise UserError(f"augment_on='{augment_on}' is not valid: use 'loader' or 'device'")
+        self._device_augment: dict = {}  # view -> BatchedPipeline, filled by setup() when on device
         self.save_hyperparameters()
         self.backbone = self.build_backbone()
         if channels_last:
@@ -175,6 +181,21 @@ class BaseMethod(L.LightningModule):
 
     def log_train(self, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False) -> None:
         self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=prog_bar)
+
+    # ------------------------------------------------------------------ augmentation on the device
+    def setup(self, stage: str) -> None:
+        """With ``augment_on="device"``, take the data module's specs (its loaders then stop
+        augmenting). Subclasses overriding ``setup`` call ``super().setup(stage)``."""
+        if self.hparams.get("augment_on") == "device" and stage == "fit" and not self._device_augment:
+            from lit_effdl.augment.batched import take_device_pipelines
+
+            self._device_augment = take_device_pipelines(getattr(self.trainer, "datamodule", None))
+
+    def augment_batch(self, images: torch.Tensor, view: str = "labeled") -> torch.Tensor:
+        """The batched augmentation of ``view`` (``labeled``, ``weak`` or ``strong``) when
+        ``augment_on="device"``; the images unchanged otherwise (the loader augmented them)."""
+        pipeline = self._device_augment.get(view)
+        return images if pipeline is None else pipeline(images)
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: dict, stage: str, metrics: nn.ModuleDict) -> torch.Tensor:
