@@ -1,9 +1,26 @@
 """Augmentation pipelines from spec strings usable in YAML and on the command line.
 
-A spec is ``+``-joined tokens applied left to right to a uint8 ``(C, H, W)`` tensor:
-``none``, ``flip`` (horizontal), ``crop`` (pad by size/8 with reflection, random crop back),
-``rand-nN-mM`` (RandAugment, N ops at magnitude M on torchvision's 0..30 scale), ``cutout``.
-Presets: ``weak`` = ``flip+crop``; ``strong`` = ``flip+crop+rand-n2-m10+cutout`` (FixMatch).
+A spec is ``+``-joined tokens applied left to right to a uint8 ``(C, H, W)`` tensor (float 0..1 works
+too). A token is a name with optional ``-<key><number>`` arguments:
+
+=====================  ==============================================================================
+``none``               nothing
+``flip[-p0.5]``        horizontal flip with probability p
+``crop[-pad4]``        pad by ``pad`` pixels (default size/8) with reflection, random crop back
+``rrc[-s0.35]``        random resized crop, area scale in [s, 1], aspect ratio 3/4..4/3
+``rotate[-d30]``       rotation by U(-d, d) degrees (black fill)
+``shear[-s0.3]``       shear x and y by U(-s, s)
+``affine3[-j0.1]``     affine from three point correspondences: three reference points jittered by
+                       up to j of the side, the 2x3 matrix solved from src -> dst
+``brightness[-d0.25]`` add U(-d, d) of the range, clipped to it
+``contrast[-f0.5]``    contrast factor U(1-f, 1+f)
+``cutout[-s0.5]``      a grey square of side s * size at a uniform centre, clipped at the border
+``rand-nN-mM[-mstdS]`` RandAugment, N ops at magnitude M on the paper's 0..30 scale, noise std S
+=====================  ==============================================================================
+
+Presets: ``weak`` = ``flip+crop``; ``strong`` = ``flip+crop+rand-n2-m10+cutout`` (FixMatch's recipe);
+``weak_noflip`` / ``strong_noflip`` leave out the flip (digits are not mirror-symmetric).
+The batched on-device path (:mod:`lit_effdl.augment.batched`) reads the same specs.
 """
 
 from __future__ import annotations
@@ -14,6 +31,8 @@ from typing import Callable
 import torch
 from torchvision.transforms import v2
 
+from lit_effdl.augment import ops
+from lit_effdl.augment.randaugment import RandAugment
 from lit_effdl.errors import UserError
 
 PRESETS = {
@@ -22,27 +41,153 @@ PRESETS = {
     "weak_noflip": "crop",
     "strong_noflip": "crop+rand-n2-m10+cutout",
 }
-_RAND = re.compile(r"^rand-n(\d+)-m(\d+)$")
-TOKENS = ("none", "flip", "crop", "rand-nN-mM", "cutout")
+# token name -> {argument: default}; None = image-size dependent or required
+TOKEN_ARGS: dict[str, dict[str, float | None]] = {
+    "none": {}, "flip": {"p": 0.5}, "crop": {"pad": None}, "rrc": {"s": 0.35},
+    "rotate": {"d": 30.0}, "shear": {"s": 0.3}, "affine3": {"j": 0.1},
+    "brightness": {"d": 0.25}, "contrast": {"f": 0.5}, "cutout": {"s": 0.5},
+    "rand": {"n": 2, "m": None, "mstd": 0.0},
+}
+TOKENS = tuple(TOKEN_ARGS)
+_ARG = re.compile(r"^([a-z]+)(\d+(?:\.\d+)?)$")
+GREY = 0.5  # cutout fill, fraction of the range
 
 
-def _token_transform(token: str, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    if token == "none":
+def parse_token(token: str) -> tuple[str, dict[str, float]]:
+    """``'rand-n2-m9'`` -> ``('rand', {'n': 2, 'm': 9, 'mstd': 0})``; ``UserError`` when malformed."""
+    name, *raw = token.split("-")
+    if name not in TOKEN_ARGS:
+        raise UserError(f"unknown augmentation '{token}': valid tokens are {', '.join(TOKENS)} "
+                        f"and presets {', '.join(PRESETS)}, joined with '+'")
+    allowed = TOKEN_ARGS[name]
+    args = dict(allowed)
+    for part in raw:
+        match = _ARG.match(part)
+        if not match or match.group(1) not in allowed:
+            keys = ", ".join(f"-{k}<number>" for k in allowed) or "no arguments"
+            raise UserError(f"malformed augmentation '{token}': '{part}' is not an argument of "
+                            f"'{name}' (it takes {keys})")
+        args[match.group(1)] = float(match.group(2))
+    missing = [k for k, v in args.items() if v is None and not (name == "crop" and k == "pad")]
+    if missing:
+        raise UserError(f"malformed augmentation '{token}': '{name}' needs -{missing[0]}<number> "
+                        f"(e.g. rand-n2-m9)")
+    if name == "rand":
+        ops.magnitude_check(args["m"], token)
+    for key in ("p", "s", "j"):
+        if key in args and args[key] is not None and not 0 <= args[key] <= 1:
+            raise UserError(f"'{token}': {key}={args[key]} is out of range: use 0..1")
+    return name, args
+
+
+class RandomFlip:
+    """Horizontal flip with probability ``p``."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        return img.flip(-1) if float(torch.rand(())) < self.p else img
+
+
+class PadCrop:
+    """Reflect-pad by ``pad`` pixels and crop a random window of the original size (CIFAR style)."""
+
+    def __init__(self, pad: int):
+        self.pad = int(pad)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        p = self.pad
+        h, w = img.shape[-2:]
+        dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
+        x = img[None] if img.ndim == 3 else img
+        if x.dtype == torch.uint8:  # reflect padding is not implemented for uint8
+            padded = torch.nn.functional.pad(x.float(), (p, p, p, p), mode="reflect").to(torch.uint8)
+        else:
+            padded = torch.nn.functional.pad(x, (p, p, p, p), mode="reflect")
+        out = padded[..., dy:dy + h, dx:dx + w]
+        return out[0] if img.ndim == 3 else out
+
+
+class Cutout:
+    """A grey square of side ``round(frac * min(H, W))`` at a uniform centre, clipped at the border."""
+
+    def __init__(self, frac: float = 0.5):
+        self.frac = frac
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        side = round(self.frac * min(h, w))
+        if side == 0:
+            return img
+        cy, cx = torch.randint(0, h, ()).item(), torch.randint(0, w, ()).item()
+        top, left = max(0, cy - side // 2), max(0, cx - side // 2)
+        bottom, right = min(h, cy - side // 2 + side), min(w, cx - side // 2 + side)
+        out = img.clone()
+        out[..., top:bottom, left:right] = round(GREY * 255) if img.dtype == torch.uint8 else GREY
+        return out
+
+
+class RandomGeometry:
+    """Random rotation / shear / three-point affine (one draw per call, black fill)."""
+
+    def __init__(self, kind: str, amount: float):
+        self.kind, self.amount = kind, amount
+
+    def matrix(self, b: int, h: int, w: int, device=None) -> torch.Tensor:
+        """(B, 3, 3) forward pixel matrices for ``b`` independent draws."""
+        u = torch.rand(b, 6, device=device) * 2 - 1
+        if self.kind == "rotate":
+            return ops.rotation_matrix(u[:, 0] * self.amount, h, w)
+        if self.kind == "shear":
+            return ops.shear_matrix(u[:, 0] * self.amount, u[:, 1] * self.amount, h, w)
+        # affine3: reference triangle jittered by up to amount * side, A solved from src -> dst
+        src = torch.tensor([[0.25 * w, 0.25 * h], [0.75 * w, 0.25 * h], [0.5 * w, 0.75 * h]], device=device)
+        dst = src + u.reshape(b, 3, 2) * self.amount * torch.tensor([w, h], device=device)
+        m = torch.eye(3, device=device).repeat(b, 1, 1)
+        for i in range(b):
+            m[i, :2] = ops.affine_from_points(src, dst[i]).to(m)
+        return m
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        b = 1 if img.ndim == 3 else img.shape[0]
+        return ops.warp(img, [(self.matrix(b, *img.shape[-2:]), "fill")], 0.0)
+
+
+class RandomColor:
+    """Additive brightness U(-d, d) of the range (clipped) or contrast factor U(1-f, 1+f)."""
+
+    def __init__(self, kind: str, amount: float):
+        self.kind, self.amount = kind, amount
+
+    def param(self, b: int, device=None) -> torch.Tensor:
+        u = (torch.rand(b, device=device) * 2 - 1) * self.amount
+        return u if self.kind == "brightness" else 1.0 + u
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        b = 1 if img.ndim == 3 else img.shape[0]
+        return ops.apply_color(self.kind, img, self.param(b))
+
+
+def token_transform(token: str, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The per-image transform of one token (``None`` for ``none``)."""
+    name, a = parse_token(token)
+    if name == "none":
         return None
-    if token == "flip":
-        return v2.RandomHorizontalFlip()
-    if token == "crop":
-        return v2.RandomCrop(image_size, padding=max(1, image_size // 8), padding_mode="reflect")
-    if token == "cutout":
-        return v2.RandomErasing(p=1.0, scale=(0.02, 0.25), ratio=(0.5, 2.0), value=127)
-    match = _RAND.match(token)
-    if match:
-        n, m = int(match.group(1)), int(match.group(2))
-        if not 0 <= m <= 30:
-            raise UserError(f"RandAugment magnitude m{m} in '{token}' is out of range: use 0..30")
-        return v2.RandAugment(num_ops=n, magnitude=m)
-    raise UserError(f"unknown augmentation '{token}': valid tokens are {', '.join(TOKENS)} "
-                    f"and presets {', '.join(PRESETS)}, joined with '+'")
+    if name == "flip":
+        return RandomFlip(a["p"])
+    if name == "crop":
+        pad = a["pad"] if a["pad"] is not None else max(1, image_size // 8)
+        return PadCrop(int(pad))
+    if name == "rrc":
+        return v2.RandomResizedCrop(image_size, scale=(a["s"], 1.0), antialias=True)
+    if name in ("rotate", "shear", "affine3"):
+        return RandomGeometry(name, next(iter(a.values())))
+    if name in ("brightness", "contrast"):
+        return RandomColor(name, next(iter(a.values())))
+    if name == "cutout":
+        return Cutout(a["s"])
+    return RandAugment(int(a["n"]), a["m"], a["mstd"])
 
 
 def expand_spec(spec: str) -> list[str]:
@@ -53,16 +198,31 @@ def expand_spec(spec: str) -> list[str]:
     return [t for t in tokens if t]
 
 
+class Pipeline:
+    """Tokens' transforms applied in order (``v2.Compose`` without its pytree overhead per call)."""
+
+    def __init__(self, steps: list, spec: str):
+        self.steps, self.spec = steps, spec
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        for step in self.steps:
+            img = step(img)
+        return img
+
+    def __repr__(self) -> str:
+        return f"Pipeline('{self.spec}')"
+
+
 def build_pipeline(spec: str | None, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The transform for ``spec`` on images of ``image_size``; ``None`` when it does nothing."""
     if spec is None:
         return None
-    steps = [t for t in (_token_transform(tok, image_size) for tok in expand_spec(spec)) if t is not None]
+    steps = [t for t in (token_transform(tok, image_size) for tok in expand_spec(spec)) if t is not None]
     if not steps:
         return None
-    return steps[0] if len(steps) == 1 else v2.Compose(steps)
+    return Pipeline(steps, spec)
 
 
 def is_random_spec(spec: str | None) -> bool:
     """Whether the pipeline draws random numbers (caches of model outputs are then invalid)."""
-    return spec is not None and any(t != "none" for t in expand_spec(spec))
+    return spec is not None and any(parse_token(t)[0] != "none" for t in expand_spec(spec))

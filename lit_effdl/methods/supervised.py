@@ -6,6 +6,7 @@ from functools import partial
 
 import torch
 
+from lit_effdl.augment.mix import Mix
 from lit_effdl.losses import classification_loss
 from lit_effdl.models.auxiliary import loss_with_aux
 from lit_effdl.methods.base import BaseMethod
@@ -16,6 +17,10 @@ class Supervised(BaseMethod):
 
     Args:
         label_smoothing: weight of the uniform distribution mixed into the targets.
+        mixup_alpha: Mixup's Beta(alpha, alpha) (e.g. 0.8); 0 turns Mixup off.
+        cutmix_alpha: CutMix's Beta(alpha, alpha) (e.g. 1.0); 0 turns CutMix off.
+        mix_prob: probability that a labeled batch is mixed.
+        mix_switch_prob: probability of CutMix rather than Mixup when both are on.
         **kwargs: everything ``BaseMethod`` takes (backbone, optimizer, schedule, EMA...).
 
     Example::
@@ -23,8 +28,10 @@ class Supervised(BaseMethod):
         lit-effdl fit --config configs/digits/supervised.yaml --data.num_labels_per_class 5
     """
 
-    def __init__(self, label_smoothing: float = 0.0, **kwargs):
+    def __init__(self, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+                 mix_prob: float = 1.0, mix_switch_prob: float = 0.5, **kwargs):
         super().__init__(**kwargs)
+        self.mix = Mix(mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
         if not 0.0 <= label_smoothing < 1.0:
             from lit_effdl.errors import UserError
 
@@ -33,8 +40,11 @@ class Supervised(BaseMethod):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         labeled = self.labeled_part(batch)
-        output = self(labeled["image"])  # GoogLeNet / Inception add auxiliary logits in training
+        images, targets = self.augment_batch(labeled["image"], "labeled"), labeled["target"]
+        if self.mix.active:  # soft targets; the loss composes label smoothing with them
+            images, targets = self.mix(images, targets, self.hparams.num_classes)
+        output = self(images)  # GoogLeNet / Inception add auxiliary logits in training
         loss_fn = partial(classification_loss, label_smoothing=self.label_smoothing)
-        loss, _ = loss_with_aux(output, labeled["target"], loss_fn, self.hparams.aux_weight)
+        loss, _ = loss_with_aux(output, targets, loss_fn, self.hparams.aux_weight)
         self.log_train("loss", loss, batch_size=labeled["image"].shape[0], prog_bar=True)
         return loss

@@ -1,0 +1,158 @@
+"""The batched on-device path: a spec applied to a whole ``(B, C, H, W)`` batch where it lies (GPU).
+
+Every sample draws its own parameters (flip, crop offset, RandAugment ops and magnitudes, cutout
+box...). All geometric steps (flip, pad-crop, rrc, rotate, shear, affine3 and RandAugment's
+rotate / shear / translate) are traced into **one** ``grid_sample`` (``ops.warp_work``); colour ops
+then run on the samples that drew them, broadcasting per-sample factors, in spec / slot order, and
+cutout last in its place. Ops are the same functions as the per-image path (:mod:`ops`), so both
+draw from the same distribution; the one difference is that the batched path runs a sample's
+geometric steps before its colour steps (they commute except for fill pixels and image statistics).
+``rrc`` samples nearest instead of torchvision's antialiased resize.
+
+Use it from a method: ``BaseMethod(augment_on="device")`` moves the data module's specs here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lit_effdl.augment import ops
+from lit_effdl.augment.pipelines import GREY, RandomGeometry, expand_spec, parse_token
+from lit_effdl.augment.randaugment import OP_TABLE, RA_OPS, draw_ops, geom_matrix, op_param
+
+
+class BatchedPipeline:
+    """``spec`` on uint8 / float batches with independent random parameters per sample.
+
+    Args:
+        spec: the same spec strings as :func:`lit_effdl.augment.build_pipeline`.
+        fill: value of pixels uncovered by rotate / shear / translate, as a fraction of the range.
+    """
+
+    def __init__(self, spec: str, fill: float = 0.0):
+        self.spec = spec
+        self.steps = [parse_token(t) for t in expand_spec(spec)]
+        self.steps = [(n, a) for n, a in self.steps if n != "none"]
+        self.fill = fill
+        self.last_ops: torch.Tensor | None = None  # (B, N) RandAugment op indices of the last call
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    def __repr__(self) -> str:
+        return f"BatchedPipeline('{self.spec}')"
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x, peak, dtype, single = ops.to_work(images)
+        b, _, h, w = x.shape
+        dev = x.device
+        geometry: list[tuple[torch.Tensor, str]] = []
+        colour: list = []
+        for name, a in self.steps:
+            if name == "flip":
+                m = torch.eye(3, device=dev).repeat(b, 1, 1)
+                flip = torch.rand(b, device=dev) < a["p"]
+                m[flip, 0, 0], m[flip, 0, 2] = -1.0, w - 1.0
+                geometry.append((m, "fill"))
+            elif name == "crop":
+                pad = int(a["pad"]) if a["pad"] is not None else max(1, h // 8)
+                shift = torch.randint(0, 2 * pad + 1, (2, b), device=dev).float()
+                geometry.append((ops.translation_matrix(pad - shift[1], pad - shift[0]), "reflect"))
+            elif name == "rrc":
+                geometry.append((_rrc_matrix(b, h, w, a["s"], dev), "fill"))
+            elif name in ("rotate", "shear", "affine3"):
+                geometry.append((RandomGeometry(name, next(iter(a.values()))).matrix(b, h, w, dev), "fill"))
+            elif name in ("brightness", "contrast"):
+                u = (torch.rand(b, device=dev) * 2 - 1) * next(iter(a.values()))
+                param = u if name == "brightness" else 1.0 + u
+                colour.append(lambda t, n=name, p=param: ops.COLOR_OPS[n](t, p, peak))
+            elif name == "cutout":
+                side = round(a["s"] * min(h, w))
+                cy, cx = torch.randint(0, h, (b,), device=dev), torch.randint(0, w, (b,), device=dev)
+                mask = ops.cutout_mask(cy, cx, side, h, w)
+                colour.append(lambda t, m=mask: t.masked_fill_(m, GREY * peak))
+            elif name == "rand":
+                self._randaugment(b, h, w, int(a["n"]), a["m"], a["mstd"], peak, geometry, colour, dev)
+        if geometry:
+            x = ops.warp_work(x, geometry, self.fill * peak)
+        for step in colour:
+            x = step(x)
+        return ops.from_work(x, dtype, single)
+
+    def _randaugment(self, b, h, w, num_ops, magnitude, mstd, peak, geometry, colour, dev) -> None:
+        idx, mag, sign = draw_ops(b, num_ops, magnitude, mstd, len(RA_OPS), device=dev)
+        self.last_ops = idx
+        for k in range(num_ops):
+            m = torch.eye(3, device=dev).repeat(b, 1, 1)
+            any_geom = False
+            for j, name in enumerate(RA_OPS):
+                if OP_TABLE[name][0] != "geom":
+                    continue
+                sel = idx[:, k] == j
+                if sel.any():
+                    any_geom = True
+                    m[sel] = geom_matrix(name, op_param(name, mag[sel, k], sign[sel, k]), h, w)
+            if any_geom:
+                geometry.append((m, "fill"))
+            colour.append(lambda t, k=k: _colour_slot(t, idx[:, k], mag[:, k], sign[:, k], peak))
+
+
+def _colour_slot(x: torch.Tensor, idx, mag, sign, peak: float) -> torch.Tensor:
+    """Apply each colour op of one RandAugment slot to the samples that drew it."""
+    for j, name in enumerate(RA_OPS):
+        if OP_TABLE[name][0] == "geom" or name == "identity":
+            continue
+        sel = (idx == j).nonzero().squeeze(1)
+        if sel.numel():
+            x[sel] = ops.COLOR_OPS[name](x[sel], op_param(name, mag[sel], sign[sel]), peak)
+    return x
+
+
+def _rrc_matrix(b: int, h: int, w: int, min_scale: float, dev) -> torch.Tensor:
+    """Random resized crop as a forward matrix: box of area U(s, 1) and log-uniform ratio 3/4..4/3."""
+    area = torch.empty(b, device=dev).uniform_(min_scale, 1.0) * h * w
+    log_ratio = torch.empty(b, device=dev).uniform_(math.log(3 / 4), math.log(4 / 3))
+    ratio = torch.exp(log_ratio)
+    bw = torch.sqrt(area * ratio).clamp(1, w)
+    bh = torch.sqrt(area / ratio).clamp(1, h)
+    x0 = torch.rand(b, device=dev) * (w - bw)
+    y0 = torch.rand(b, device=dev) * (h - bh)
+    m = torch.eye(3, device=dev).repeat(b, 1, 1)
+    # box pixel edges [x0, x0 + bw) map onto [0, w): x' = (x - x0 + 0.5) * w / bw - 0.5
+    m[:, 0, 0], m[:, 1, 1] = w / bw, h / bh
+    m[:, 0, 2] = (0.5 - x0) * w / bw - 0.5
+    m[:, 1, 2] = (0.5 - y0) * h / bh - 0.5
+    return m
+
+
+def build_batched(spec: str | None, fill: float = 0.0) -> BatchedPipeline | None:
+    """The batched pipeline of ``spec``; ``None`` when the spec does nothing."""
+    if spec is None:
+        return None
+    pipeline = BatchedPipeline(spec, fill)
+    return pipeline if pipeline else None
+
+
+# data-module attribute of each view's spec
+VIEW_SPECS = {"labeled": "labeled_augment", "weak": "unlabeled_weak_augment",
+              "strong": "unlabeled_strong_augment"}
+
+
+def take_device_pipelines(datamodule) -> dict[str, BatchedPipeline]:
+    """Batched pipelines of the data module's labeled / weak / strong specs; the data module's
+    specs become ``"none"`` so its loaders hand over plain uint8 images (no double augmentation)."""
+    pipelines: dict[str, BatchedPipeline] = {}
+    if datamodule is None:
+        return pipelines
+    for view, attr in VIEW_SPECS.items():
+        spec = getattr(datamodule, attr, None)
+        if spec is None:
+            continue
+        pipeline = build_batched(spec)
+        if pipeline is not None:
+            pipelines[view] = pipeline
+        setattr(datamodule, attr, "none")
+    return pipelines

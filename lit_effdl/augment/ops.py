@@ -1,0 +1,267 @@
+"""Augmentation ops on image tensors, shared by the per-image and the batched path.
+
+Every op takes ``(C, H, W)`` or ``(B, C, H, W)`` images, uint8 (0..255) or float (0..1), and returns
+the same dtype and shape. Parameters are floats or ``(B,)`` tensors (one value per sample), which is
+what torchvision's v2 functionals lack (one scalar per call) and why the colour ops are written here:
+the batched path needs per-sample factors, and both paths must run the same code to share one
+distribution. Geometric ops are 3x3 pixel matrices (x right, y down, pixel centres at integers)
+applied by :func:`warp`, one ``grid_sample`` per call with nearest sampling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from lit_effdl.errors import UserError
+
+Param = float | torch.Tensor
+
+
+# ---------------------------------------------------------------- dtype handling
+def to_work(img: torch.Tensor) -> tuple[torch.Tensor, float, torch.dtype, bool]:
+    """Images as a float batch plus (peak value, original dtype, was-single-image)."""
+    single = img.ndim == 3
+    x = img[None] if single else img
+    peak = 255.0 if img.dtype == torch.uint8 else 1.0
+    return x.float(), peak, img.dtype, single
+
+
+def from_work(x: torch.Tensor, dtype: torch.dtype, single: bool) -> torch.Tensor:
+    """Back to the caller's dtype (uint8: rounded and clipped) and shape."""
+    if dtype == torch.uint8:
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
+    elif x.dtype != dtype:
+        x = x.to(dtype)
+    return x[0] if single else x
+
+
+def _col(p: Param, x: torch.Tensor) -> torch.Tensor:
+    """A float or (B,) parameter shaped (B or 1, 1, 1, 1) to broadcast over images."""
+    return torch.as_tensor(p, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) luminance (ITU-R 601-2, as PIL); grey images are their own luminance."""
+    if x.shape[1] == 1:
+        return x
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: Param, peak: float) -> torch.Tensor:
+    """``other + factor * (x - other)`` clipped: factor 1 is identity (PIL's ImageEnhance)."""
+    f = _col(factor, x)
+    return (other + f * (x - other)).clamp_(0, peak)
+
+
+# ---------------------------------------------------------------- colour ops (work space: float, 0..peak)
+def _brightness(x, delta, peak):
+    return (x + _col(delta, x) * peak).clamp_(0, peak)
+
+
+def _contrast(x, factor, peak):
+    return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), factor, peak)
+
+
+def _color(x, factor, peak):
+    return _blend(x, _gray(x), factor, peak)
+
+
+def _sharpness(x, factor, peak):
+    c, h, w = x.shape[1:]
+    if h < 3 or w < 3:
+        return x
+    kernel = torch.ones(3, 3, dtype=x.dtype, device=x.device)
+    kernel[1, 1] = 5.0
+    kernel = (kernel / 13.0).expand(c, 1, 3, 3)
+    blurred = x.clone()
+    blurred[..., 1:-1, 1:-1] = F.conv2d(x, kernel, groups=c)  # borders stay, as in PIL
+    return _blend(x, blurred, factor, peak)
+
+
+def _solarize(x, threshold, peak):
+    return torch.where(x > _col(threshold, x) * peak, peak - x, x)
+
+
+def _posterize(x, shift, peak):
+    """Drop ``round(shift)`` low bits of the 8-bit value; shift 0 leaves the image untouched."""
+    q = torch.pow(2.0, torch.round(_col(shift, x)))
+    v = x * (255.0 / peak)
+    return torch.where(q > 1, torch.floor(v / q) * q * (peak / 255.0), x)
+
+
+def _autocontrast(x, _param, peak):
+    lo = x.amin(dim=(2, 3), keepdim=True)
+    hi = x.amax(dim=(2, 3), keepdim=True)
+    scale = torch.where(hi > lo, peak / (hi - lo).clamp_min(1e-12), torch.ones_like(hi))
+    lo = torch.where(hi > lo, lo, torch.zeros_like(lo))
+    return ((x - lo) * scale).clamp_(0, peak)
+
+
+def _equalize(x, _param, peak):
+    """torchvision's batched per-image, per-channel histogram equalisation (on 8-bit values)."""
+    v = (x * (255.0 / peak)).round_().clamp_(0, 255).to(torch.uint8)
+    return TF.equalize(v).to(x.dtype) * (peak / 255.0)
+
+
+def _identity(x, _param, peak):
+    return x
+
+
+COLOR_OPS = {
+    "identity": _identity, "autocontrast": _autocontrast, "equalize": _equalize,
+    "brightness": _brightness, "contrast": _contrast, "color": _color, "sharpness": _sharpness,
+    "solarize": _solarize, "posterize": _posterize,
+}
+
+
+def apply_color(name: str, img: torch.Tensor, param: Param = 0.0) -> torch.Tensor:
+    """A colour op by name on uint8 / float images (per-sample ``param`` allowed)."""
+    x, peak, dtype, single = to_work(img)
+    return from_work(COLOR_OPS[name](x, param, peak), dtype, single)
+
+
+def brightness(img: torch.Tensor, delta: Param) -> torch.Tensor:
+    """Add ``delta`` (a fraction of the range, e.g. 0.2 = +51 on uint8), clipped to [0, 255] / [0, 1]."""
+    return apply_color("brightness", img, delta)
+
+
+def contrast(img: torch.Tensor, factor: Param) -> torch.Tensor:
+    """Scale the distance to the mean grey level by ``factor`` (1 = identity), clipped."""
+    return apply_color("contrast", img, factor)
+
+
+# ---------------------------------------------------------------- geometry
+def _eye(b: int, device=None) -> torch.Tensor:
+    return torch.eye(3, device=device).repeat(b, 1, 1)
+
+
+def _about_centre(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Conjugate pixel matrices so they act about the image centre."""
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    t = _eye(1, m.device)
+    t[0, 0, 2], t[0, 1, 2] = cx, cy
+    t_inv = _eye(1, m.device)
+    t_inv[0, 0, 2], t_inv[0, 1, 2] = -cx, -cy
+    return t @ m @ t_inv
+
+
+def rotation_matrix(degrees: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, 3, 3) rotation by ``degrees`` (counter-clockwise on screen) about the centre."""
+    a = torch.deg2rad(degrees.float())
+    m = _eye(a.shape[0], a.device)
+    m[:, 0, 0], m[:, 0, 1] = torch.cos(a), torch.sin(a)
+    m[:, 1, 0], m[:, 1, 1] = -torch.sin(a), torch.cos(a)
+    return _about_centre(m, h, w)
+
+
+def shear_matrix(sx: torch.Tensor, sy: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, 3, 3) shear: x' = x + sx * y, y' = y + sy * x, about the centre."""
+    m = _eye(sx.shape[0], sx.device)
+    m[:, 0, 1], m[:, 1, 0] = sx.float(), sy.float()
+    return _about_centre(m, h, w)
+
+
+def translation_matrix(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) shift by (tx, ty) pixels."""
+    m = _eye(tx.shape[0], tx.device)
+    m[:, 0, 2], m[:, 1, 2] = tx.float(), ty.float()
+    return m
+
+
+def affine_from_points(src, dst) -> torch.Tensor:
+    """The 2x3 matrix A with ``A @ [x, y, 1] = dst`` for three (x, y) pixel correspondences.
+
+    Raises ``UserError`` when the source points are collinear (no unique affine map exists).
+    """
+    src = torch.as_tensor(src, dtype=torch.float64).reshape(3, 2)
+    dst = torch.as_tensor(dst, dtype=torch.float64).reshape(3, 2)
+    a = torch.cat([src, torch.ones(3, 1, dtype=torch.float64)], dim=1)  # rows [x, y, 1]
+    scale = float(torch.linalg.matrix_norm(src - src.mean(0))) + 1e-12
+    if abs(float(torch.linalg.det(a))) <= 1e-9 * scale * scale:
+        raise UserError(f"affine source points {src.tolist()} are collinear: give three points "
+                        "that span a triangle")
+    return torch.linalg.solve(a, dst).T.float()  # (2, 3)
+
+
+def warp(img: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill: float = 0.0) -> torch.Tensor:
+    """Apply forward pixel matrices ``[(M (B,3,3), mode), ...]`` in order with one ``grid_sample``.
+
+    ``mode`` is ``"fill"`` (points leaving the image become ``fill``, a fraction of the range) or
+    ``"reflect"`` (coordinates reflect at the border, the convention of pad-and-crop). Each output
+    pixel is traced back through the steps, so a chain equals applying the steps one by one.
+    """
+    x, peak, dtype, single = to_work(img)
+    return from_work(warp_work(x, matrices, fill * peak), dtype, single)
+
+
+def warp_work(x: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill_value: float) -> torch.Tensor:
+    """:func:`warp` on a float batch; ``fill_value`` in the batch's own units."""
+    b, _, h, w = x.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
+                            torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
+    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)], 0)  # (3, HW)
+    pts = pts.expand(b, 3, h * w)
+    outside = torch.zeros(b, h * w, dtype=torch.bool, device=x.device)
+    for m, mode in reversed(matrices):
+        pts = torch.linalg.inv(m.to(x)) @ pts
+        if mode == "fill":
+            px, py = pts[:, 0], pts[:, 1]
+            outside |= (px < -0.5) | (px > w - 0.5) | (py < -0.5) | (py > h - 0.5)
+        else:  # reflect without repeating the edge pixel (torch.nn.functional.pad 'reflect')
+            pts = torch.stack([_reflect(pts[:, 0], w), _reflect(pts[:, 1], h), pts[:, 2]], 1)
+    grid = torch.stack([(2 * pts[:, 0] + 1) / w - 1, (2 * pts[:, 1] + 1) / h - 1], -1).reshape(b, h, w, 2)
+    out = F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
+    return out.masked_fill_(outside.reshape(b, 1, h, w), fill_value)
+
+
+def _reflect(v: torch.Tensor, size: int) -> torch.Tensor:
+    period = 2 * (size - 1) if size > 1 else 1
+    v = torch.remainder(v, period)
+    return torch.where(v > size - 1, period - v, v)
+
+
+def rotate(img: torch.Tensor, degrees: Param, fill: float = 0.0) -> torch.Tensor:
+    """Rotate by ``degrees`` about the centre; uncovered pixels become ``fill`` (fraction of range)."""
+    b = 1 if img.ndim == 3 else img.shape[0]
+    d = torch.as_tensor(degrees, dtype=torch.float32).expand(b)
+    return warp(img, [(rotation_matrix(d, *img.shape[-2:]), "fill")], fill)
+
+
+def shear(img: torch.Tensor, sx: Param = 0.0, sy: Param = 0.0, fill: float = 0.0) -> torch.Tensor:
+    """Shear about the centre: x' = x + sx * y, y' = y + sy * x."""
+    b = 1 if img.ndim == 3 else img.shape[0]
+    sx_t = torch.as_tensor(sx, dtype=torch.float32).expand(b)
+    sy_t = torch.as_tensor(sy, dtype=torch.float32).expand(b)
+    return warp(img, [(shear_matrix(sx_t, sy_t, *img.shape[-2:]), "fill")], fill)
+
+
+def affine_points(img: torch.Tensor, src, dst, fill: float = 0.0) -> torch.Tensor:
+    """Warp so the pixel at each ``src`` point lands on the matching ``dst`` point."""
+    m = _eye(1)
+    m[0, :2] = affine_from_points(src, dst)
+    b = 1 if img.ndim == 3 else img.shape[0]
+    return warp(img, [(m.expand(b, 3, 3), "fill")], fill)
+
+
+def hflip(img: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right."""
+    return img.flip(-1)
+
+
+def cutout_mask(cy: torch.Tensor, cx: torch.Tensor, side: int, h: int, w: int) -> torch.Tensor:
+    """(B, 1, H, W) mask of squares of ``side`` centred at (cy, cx), clipped at the borders."""
+    rows = torch.arange(h, device=cy.device).view(1, h, 1)
+    cols = torch.arange(w, device=cy.device).view(1, 1, w)
+    top, left = (cy - side // 2).view(-1, 1, 1), (cx - side // 2).view(-1, 1, 1)
+    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    return inside[:, None]
+
+
+def magnitude_check(m: float, where: str) -> None:
+    """Magnitudes live on the 0..30 scale of the RandAugment paper (and torchvision)."""
+    if not (0 <= m <= 30) or math.isnan(m):
+        raise UserError(f"magnitude {m} in '{where}' is out of range: use 0..30 (the paper's scale)")
