@@ -1,6 +1,7 @@
 """One LightningModule per paradigm, over the shared `BaseMethod`."""
 
 from lit_effdl.methods.base import BaseMethod
+from lit_effdl.methods.finetune import Finetune
 from lit_effdl.methods.supervised import Supervised
 
-__all__ = ["BaseMethod", "Supervised"]
+__all__ = ["BaseMethod", "Finetune", "Supervised"]
