@@ -1,7 +1,9 @@
 """One LightningModule per paradigm, over the shared `BaseMethod`."""
 
 from lit_effdl.methods.base import BaseMethod
+from lit_effdl.methods.distill import Distill
 from lit_effdl.methods.finetune import Finetune
+from lit_effdl.methods.fixmatch import FixMatch
 from lit_effdl.methods.supervised import Supervised
 
-__all__ = ["BaseMethod", "Finetune", "Supervised"]
+__all__ = ["BaseMethod", "Distill", "Finetune", "Supervised", "FixMatch"]
