@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -61,11 +60,26 @@ def _wants_debug(args: list[str]) -> bool:
     return "--debug" in args or os.environ.get("LIT_EFFDL_DEBUG", "") not in ("", "0")
 
 
+def user_error_in(err: BaseException) -> UserError | None:
+    """The UserError behind ``err`` (jsonargparse and Lightning wrap the ones raised in constructors)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point; bad input ends with one message and exit code 2 (``--debug``: traceback)."""
-    args = list(sys.argv[1:] if args is None else args)
+    from_argv = args is None
+    args = list(sys.argv[1:] if from_argv else args)
     debug = _wants_debug(args)
-    args = [a for a in args if a != "--debug"]
+    if "--debug" in args:
+        args.remove("--debug")
+        if from_argv:
+            sys.argv.remove("--debug")
     try:
         EffdlCLI(
             BaseMethod,
@@ -73,26 +87,19 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
-            trainer_defaults={
-                "log_every_n_steps": 10,
-                "callbacks": [RichProgressBar()],
-            },
+            trainer_defaults={"log_every_n_steps": 10, "callbacks": [RichProgressBar()]},
             save_config_kwargs={"overwrite": True},
-            args=args,
+            args=None if from_argv else args,
             auto_configure_optimizers=False,
         )
-    except UserError as err:
-        if debug:
-            raise
-        print(f"lit-effdl: error: {err}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as err:  # anything else is a bug or an environment problem: keep the trace
-        if debug:
-            raise
-        traceback.print_exc()
-        sys.exit(1)
+    except Exception as err:
+        user_error = user_error_in(err)
+        if debug or user_error is None:
+            raise  # a bug or an environment problem: keep the whole trace
+        print(f"lit-effdl: error: {user_error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,89 @@
+"""The `lit-effdl` command end to end, in subprocesses (as users run it)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC_CONFIG = """
+seed_everything: 0
+trainer:
+  max_epochs: 2
+  accelerator: cpu
+  devices: 1
+  log_every_n_steps: 2
+model:
+  class_path: lit_effdl.methods.Supervised
+  init_args:
+    backbone: small_cnn_w16
+    lr: 0.05
+data:
+  class_path: lit_effdl.data.SyntheticDataModule
+  init_args:
+    num_classes: 5
+    num_train: 160
+    num_test: 40
+    batch_size: 32
+    num_labels_per_class: 20
+"""
+
+
+def run_cli(*args, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lit_effdl.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "synthetic.yaml"
+    path.write_text(SYNTHETIC_CONFIG)
+    return path
+
+
+def test_fit_with_test_after_fit_writes_a_complete_run(tmp_path, config):
+    result = run_cli("fit", "--config", str(config), "--test_after_fit", "true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/acc" in result.stdout
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert json.loads((run / "run_status.json").read_text())["status"] == "completed"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert any(p.name.startswith("best-") for p in (run / "checkpoints").iterdir())
+    split = json.loads((run / "label_split.json").read_text())
+    assert len(split["labeled"]) == 5 * 20
+    assert list(run.glob("events.out.tfevents.*")), "TensorBoard events missing"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"val/acc", "val/loss", "val/acc_top5", "test/acc"} <= tags
+    assert any(t.startswith("train/loss") for t in tags)
+
+
+def test_print_config_exits_zero():
+    result = run_cli("fit", "--config", "configs/digits/supervised.yaml", "--print_config", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "class_path: lit_effdl.methods.Supervised" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model.init_args.backbone", "resnet_18"], "unknown backbone 'resnet_18'"),
+        (["--data.init_args.num_labels_per_class", "500"], "num_labels_per_class=500"),
+        (["--model.init_args.bogus_key", "1"], "bogus_key"),
+    ],
+)
+def test_bad_input_is_one_message_without_traceback(tmp_path, config, extra, message):
+    result = run_cli("fit", "--config", str(config), *extra, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    for status in tmp_path.glob("lightning_logs/*/run_status.json"):
+        assert json.loads(status.read_text())["status"] != "completed"
