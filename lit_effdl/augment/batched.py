@@ -4,10 +4,11 @@ Every sample draws its own parameters (flip, crop offset, RandAugment ops and ma
 box...). All geometric steps (flip, pad-crop, rrc, rotate, shear, affine3 and RandAugment's
 rotate / shear / translate) are traced into **one** ``grid_sample`` (``ops.warp_work``); colour ops
 then run on the samples that drew them, broadcasting per-sample factors, in spec / slot order, and
-cutout last in its place. Ops are the same functions as the per-image path (:mod:`ops`), so both
-draw from the same distribution; the one difference is that the batched path runs a sample's
-geometric steps before its colour steps (they commute except for fill pixels and image statistics).
-``rrc`` samples nearest instead of torchvision's antialiased resize.
+cutout last in its place. Ops are the same functions as the per-image path (:mod:`ops`), and
+RandAugment runs an image's geometric ops before its colour ops on both paths, so both draw from
+one distribution for specs whose geometric tokens come before colour tokens (all presets). Two
+differences: a colour token written before a geometric one still runs after it here, and ``rrc``
+samples nearest instead of torchvision's antialiased resize.
 
 Use it from a method: ``BaseMethod(augment_on="device")`` moves the data module's specs here.
 """

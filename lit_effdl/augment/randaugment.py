@@ -1,5 +1,9 @@
 """RandAugment(N, M): N ops drawn uniformly (with replacement) per image, each at magnitude M.
 
+An image's geometric ops (rotate, shear, translate) run before its colour ops, on this per-image
+path and on the batched one (which traces all geometry into one ``grid_sample``), so both paths
+draw from one distribution; the order only matters for fill pixels and image statistics.
+
 Magnitudes use the paper's (and torchvision's) **0..30 scale**: ``rand-n2-m9`` here is
 ``torchvision.transforms.v2.RandAugment(num_ops=2, magnitude=9)``'s strength, while timm's
 ``rand-m9`` is on a 0..10 scale (``m9`` there is about ``m27`` here). Magnitude 0 is the identity for
@@ -116,13 +120,13 @@ class RandAugment:
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         x, peak, dtype, single = ops.to_work(img)
         idx, mag, sign = draw_ops(1, self.num_ops, self.magnitude, self.magnitude_std, len(self.ops))
+        drawn = [(self.ops[int(idx[0, k])], k) for k in range(self.num_ops)]
+        # geometric ops first (drawn order kept within each kind), as on the batched path
+        drawn.sort(key=lambda item: OP_TABLE[item[0]][0] != "geom")
         self.last_ops = []
-        h, w = x.shape[-2:]
-        for k in range(self.num_ops):
-            name = self.ops[int(idx[0, k])]
+        for name, k in drawn:
             self.last_ops.append(name)
-            param = op_param(name, mag[:, k], sign[:, k])
-            x = apply_op(name, x, param, peak, self.fill)
+            x = apply_op(name, x, op_param(name, mag[:, k], sign[:, k]), peak, self.fill)
         return ops.from_work(x, dtype, single)
 
     def __repr__(self) -> str:
