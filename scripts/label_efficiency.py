@@ -1,0 +1,160 @@
+"""Test accuracy against labels per class, for several methods and seeds.
+
+    python scripts/label_efficiency.py --dataset digits --labels-per-class 2,5,10,all \\
+        --methods supervised,pseudo_label,fixmatch,noisy_student --seeds 0,1,2
+
+Every (method, labels per class, seed) trains ``configs/<dataset>/<method>.yaml`` with the label
+split and the seed both set to the seed. Prints a markdown table (mean +- std of test accuracy),
+writes ``label_efficiency.json`` and ``label_efficiency.png`` in ``--out``; the last stdout line is
+the JSON ``{"results": [{"method", "labels_per_class", "seed", "test_acc", "seconds"}, ...]}``.
+With ``all`` labels there is no unlabeled image: semi-supervised methods are skipped there.
+Finished runs are kept in ``--out/runs.jsonl`` and not redone when the command is run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from noisy_student import fit_and_test, run_rounds  # noqa: E402
+
+from lit_effdl.errors import UserError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = ("supervised", "pseudo_label", "fixmatch", "noisy_student")
+ROUNDS_ROOT = Path(__file__).resolve().parent.parent
+METHODS = ("pseudo_label", "noisy_student")  # teacher then student(s): the rounds driver
+# The supervised baseline sees the same images, backbone and image size as the other methods.
+DATASET_OVERRIDES = {
+    "digits": {
+        "supervised": ["--data.init_args.image_size", "16", "--data.init_args.batch_size", "16",
+                       "--data.init_args.labeled_samples_per_epoch", "1600", "--trainer.max_epochs", "5",
+                       "--model.init_args.lr", "0.03", "--model.init_args.ema_decay", "0.99"],
+    },
+}
+
+
+def run_one(dataset: str, method: str, labels: int | None, seed: int, out: Path) -> float:
+    config = str(ROOT / "configs" / dataset / f"{method}.yaml")
+    if not Path(config).exists():
+        raise UserError(f"no config {config}: methods with configs are {', '.join(METHODS)}")
+    overrides = list(DATASET_OVERRIDES.get(dataset, {}).get(method, []))
+    overrides += ["--seed_everything", str(seed), "--data.init_args.split_seed", str(seed),
+                  "--data.init_args.num_labels_per_class", "null" if labels is None else str(labels)]
+    run_dir = out / method / f"lpc{labels or 'all'}" / f"seed{seed}"
+    if method in ROUNDS_METHODS:
+        return float(run_rounds(config, run_dir, overrides)[-1]["test_acc"])
+    return fit_and_test(config, overrides, run_dir)["test_acc"]
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    rows = {}
+    for r in results:
+        rows.setdefault((r["method"], r["labels_per_class"]), []).append(r["test_acc"])
+    return [{"method": m, "labels_per_class": k, "mean": statistics.mean(v),
+             "std": statistics.pstdev(v) if len(v) > 1 else 0.0, "n": len(v)} for (m, k), v in rows.items()]
+
+
+def markdown_table(summary: list[dict], methods: list[str], labels: list[str]) -> str:
+    head = "| method | " + " | ".join(f"{k} labels/class" for k in labels) + " |"
+    lines = [head, "|" + "---|" * (len(labels) + 1)]
+    cell = {(s["method"], str(s["labels_per_class"])): s for s in summary}
+    for m in methods:
+        values = []
+        for k in labels:
+            s = cell.get((m, k))
+            values.append("-" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f} (n={s['n']})")
+        lines.append(f"| {m} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def plot(summary: list[dict], methods: list[str], path: Path, dataset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in methods:
+        pts = sorted((s for s in summary if s["method"] == m and s["labels_per_class"] != "all"),
+                     key=lambda s: s["labels_per_class"])
+        if pts:
+            ax.errorbar([s["labels_per_class"] for s in pts], [s["mean"] for s in pts],
+                        yerr=[s["std"] for s in pts], marker="o", capsize=3, label=m)
+        full = [s for s in summary if s["method"] == m and s["labels_per_class"] == "all"]
+        if full:
+            ax.axhline(full[0]["mean"], linestyle="--", linewidth=1, color="grey", label=f"{m}, all labels")
+    ax.set_xscale("log")
+    ax.set_xlabel("labels per class")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{dataset}: label efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="test accuracy vs labels per class")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--labels-per-class", default="2,5,10,all")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out", default="runs/label_efficiency")
+    args = p.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    labels = [k.strip() for k in args.labels_per_class.split(",") if k.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        for k in labels:
+            if k != "all" and int(k) < 1:
+                raise ValueError
+    except ValueError:
+        print(f"label_efficiency: error: --labels-per-class '{args.labels_per_class}' / --seeds "
+              f"'{args.seeds}': use positive integers (and 'all')", file=sys.stderr)
+        sys.exit(2)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    done_file = out / "runs.jsonl"
+    done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
+    results = []
+    for m in methods:
+        for k in labels:
+            if k == "all" and m != "supervised":
+                continue
+            for s in seeds:
+                key = {"method": m, "labels_per_class": k if k == "all" else int(k), "seed": s}
+                prior = [d for d in done if all(d.get(a) == b for a, b in key.items())
+                         and d.get("dataset", args.dataset) == args.dataset]
+                if prior:
+                    results.append(prior[-1])
+                    continue
+                start = time.perf_counter()
+                try:
+                    acc = run_one(args.dataset, m, None if k == "all" else int(k), s, out)
+                except UserError as err:
+                    print(f"label_efficiency: error: {err}", file=sys.stderr)
+                    sys.exit(2)
+                row = {**key, "test_acc": acc, "seconds": round(time.perf_counter() - start, 1),
+                       "dataset": args.dataset}
+                results.append(row)
+                with done_file.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{m} labels/class={k} seed={s}: test/acc {acc:.4f} ({row['seconds']} s)", flush=True)
+    summary = summarise(results)
+    print(markdown_table(summary, methods, labels))
+    plot(summary, methods, out / "label_efficiency.png", args.dataset)
+    payload = {"results": results, "summary": summary}
+    (out / "label_efficiency.json").write_text(json.dumps(payload, indent=1))
+    print(json.dumps(payload))
+
+
+if __name__ == "__main__":
+    main()
