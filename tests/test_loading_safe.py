@@ -1,0 +1,136 @@
+"""Safe loading: weights_only everywhere, pickles refused, foreign key maps and load-by-order."""
+
+import ast
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import lit_effdl
+from lit_effdl.errors import UserError
+from lit_effdl.models.loading import (
+    load_pretrained,
+    load_weights,
+    map_by_order,
+    read_state_dict,
+    remap_keys,
+)
+
+
+def _torch_load_calls(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name == "load" and isinstance(func, ast.Attribute) and getattr(func.value, "id", "") == "torch":
+                yield node
+
+
+def test_torch_load_is_never_called_without_weights_only_true():
+    package = Path(lit_effdl.__file__).parent
+    calls = [(p, c) for p in package.rglob("*.py") for c in _torch_load_calls(p)]
+    assert calls, "expected at least one torch.load in the package (loading.py)"
+    for path, call in calls:
+        flags = {kw.arg: kw.value for kw in call.keywords}
+        ok = "weights_only" in flags and isinstance(flags["weights_only"], ast.Constant) and flags["weights_only"].value is True
+        assert ok, f"{path}:{call.lineno} calls torch.load without weights_only=True"
+
+
+def test_read_state_dict_passes_weights_only(tmp_path, monkeypatch):
+    torch.save({"w": torch.ones(2)}, tmp_path / "w.pt")
+    seen = {}
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    assert torch.equal(read_state_dict(tmp_path / "w.pt")["w"], torch.ones(2))
+    assert seen.get("weights_only") is True
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("arbitrary code ran",))
+
+
+def test_pickle_needing_code_is_refused_clearly(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "extra": Evil()}, path)
+    with pytest.raises(UserError, match="refusing to load .*arbitrary code"):
+        read_state_dict(path)
+    with open(tmp_path / "evil.pkl", "wb") as fh:
+        pickle.dump(Evil(), fh)
+    with pytest.raises(UserError):
+        read_state_dict(tmp_path / "evil.pkl")
+
+
+def test_safetensors_file_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    net = nn.Linear(3, 2)
+    save_file(net.state_dict(), str(tmp_path / "w.safetensors"))
+    other = nn.Linear(3, 2)
+    load_weights(other, read_state_dict(tmp_path / "w.safetensors"), drop_classifier=False)
+    assert torch.equal(other.weight, net.weight)
+
+
+class Net(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, classes)
+
+
+def _foreign(classes=1000):
+    """The same tensors as ``Net`` under another code base's names (and no BN counter)."""
+    net = Net(classes)
+    names = {"stem": "_conv_stem", "bn": "_bn0", "fc": "_fc"}
+    state = OrderedDict(
+        (names[k.split(".")[0]] + "." + k.split(".", 1)[1], v)
+        for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")
+    )
+    return net, state
+
+
+def test_explicit_prefix_map_renames_keys():
+    net, state = _foreign(10)
+    renamed = remap_keys(state, {"_conv_stem": "stem", "_bn0": "bn", "_fc": "fc"})
+    target = Net(10)
+    report = load_weights(target, renamed)
+    assert report.clean and torch.equal(target.stem.weight, net.stem.weight)
+    assert remap_keys({"_bn0x.w": torch.ones(1)}, {"_bn0": "bn"}) == {"_bn0x.w": torch.ones(1)}
+
+
+def test_load_by_order_drops_only_a_differing_classifier():
+    net, state = _foreign(1000)
+    target = Net(10)
+    mapped = map_by_order(target, state)
+    assert "fc.weight" not in mapped and torch.equal(mapped["bn.running_var"], net.bn.running_var)
+    report = load_weights(target, mapped)
+    assert report.dropped_classifier and report.clean
+
+
+def test_load_by_order_refuses_any_other_shape_difference(tmp_path):
+    _, state = _foreign(10)
+    state["_conv_stem.weight"] = torch.zeros(4, 3, 5, 5)
+    with pytest.raises(UserError, match=r"shapes differ at _conv_stem.weight \(4, 3, 5, 5\) -> stem.weight"):
+        map_by_order(Net(10), state)
+    del state["_conv_stem.bias"]
+    torch.save(state, tmp_path / "f.pt")
+    with pytest.raises(UserError, match="holds 7 tensors, the named architecture 8"):
+        load_pretrained(Net(10), tmp_path / "f.pt", key_map="by_order")
+
+
+def test_mismatch_is_reported_by_name():
+    state = Net(10).state_dict()
+    state["extra.weight"] = torch.ones(1)
+    del state["bn.weight"]
+    with pytest.raises(UserError, match="missing: bn.weight.*unexpected: extra.weight"):
+        load_weights(Net(10), state)
