@@ -28,8 +28,7 @@ from lit_effdl.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("supervised", "pseudo_label", "fixmatch", "noisy_student")
-ROUNDS_ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("pseudo_label", "noisy_student")  # teacher then student(s): the rounds driver
+ROUNDS_METHODS = ("pseudo_label", "noisy_student")  # teacher then student(s): the rounds driver
 # The supervised baseline sees the same images, backbone and image size as the other methods.
 DATASET_OVERRIDES = {
     "digits": {

@@ -88,7 +88,7 @@ def run_rounds(config: str, out: str | Path, overrides: list[str] | None = None,
                 "--model.init_args.backbone", backbone,
                 "--model.init_args.teacher_checkpoint", teacher_ckpt or "null",
                 "--model.init_args.pseudo_label_file", str(round_dir / "pseudo_labels.pt") if r else "null",
-            ]
+            ] + (["--data.init_args.unlabeled_ratio", "0"] if r == 0 else [])  # the teacher sees labels only
             last = _last_checkpoint(round_dir)
             if not quiet:
                 print(f"round {r}: {backbone}" + (f" (resuming from {last})" if last else ""), flush=True)
