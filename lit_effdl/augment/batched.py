@@ -5,8 +5,8 @@ box...). All geometric steps (flip, pad-crop, rrc, rotate, shear, affine3 and Ra
 rotate / shear / translate) are traced into **one** ``grid_sample`` (``ops.warp_work``); colour ops
 then run on the samples that drew them, broadcasting per-sample factors, in spec / slot order, and
 cutout last in its place. Ops are the same functions as the per-image path (:mod:`ops`), and
-RandAugment runs an image's geometric ops before its colour ops on both paths, so both draw from
-one distribution for specs whose geometric tokens come before colour tokens (all presets). Two
+RandAugment composes an image's geometric ops into one map before its colour ops on both paths,
+so both draw from one distribution for specs whose geometric tokens come before colour tokens (all presets). Two
 differences: a colour token written before a geometric one still runs after it here, and ``rrc``
 samples nearest instead of torchvision's antialiased resize.
 
@@ -47,7 +47,9 @@ class BatchedPipeline:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x, peak, dtype, single = ops.to_work(images)
+        single = images.ndim == 3
+        x = (images[None] if single else images).clone()  # uint8 stays uint8 (gathers, masks)
+        peak = 255.0 if x.dtype == torch.uint8 else 1.0
         b, _, h, w = x.shape
         dev = x.device
         geometry: list[tuple[torch.Tensor, str]] = []
@@ -57,7 +59,7 @@ class BatchedPipeline:
                 m = torch.eye(3, device=dev).repeat(b, 1, 1)
                 flip = torch.rand(b, device=dev) < a["p"]
                 m[flip, 0, 0], m[flip, 0, 2] = -1.0, w - 1.0
-                geometry.append((m, "fill"))
+                geometry.append((m, "keep"))
             elif name == "crop":
                 pad = int(a["pad"]) if a["pad"] is not None else max(1, h // 8)
                 shift = torch.randint(0, 2 * pad + 1, (2, b), device=dev).float()
@@ -69,26 +71,29 @@ class BatchedPipeline:
             elif name in ("brightness", "contrast"):
                 u = (torch.rand(b, device=dev) * 2 - 1) * next(iter(a.values()))
                 param = u if name == "brightness" else 1.0 + u
-                colour.append(lambda t, n=name, p=param: ops.COLOR_OPS[n](t, p, peak))
+                colour.append(lambda t, n=name, p=param: _native(ops.COLOR_OPS[n](t.float(), p, peak), t))
             elif name == "cutout":
                 side = round(a["s"] * min(h, w))
                 cy, cx = torch.randint(0, h, (b,), device=dev), torch.randint(0, w, (b,), device=dev)
                 mask = ops.cutout_mask(cy, cx, side, h, w)
-                colour.append(lambda t, m=mask: t.masked_fill_(m, GREY * peak))
+                grey = round(GREY * 255) if x.dtype == torch.uint8 else GREY
+                colour.append(lambda t, m=mask, g=grey: t.masked_fill_(m, g))
             elif name == "rand":
                 self._randaugment(b, h, w, int(a["n"]), a["m"], a["mstd"], peak, geometry, colour, dev)
         if geometry:
-            x = ops.warp_work(x, geometry, self.fill * peak)
+            fill = round(self.fill * 255) if x.dtype == torch.uint8 else self.fill
+            x = ops.warp_work(x, geometry, fill)
         for step in colour:
             x = step(x)
-        return ops.from_work(x, dtype, single)
+        return x[0] if single else x
 
     def _randaugment(self, b, h, w, num_ops, magnitude, mstd, peak, geometry, colour, dev) -> None:
         idx, mag, sign = draw_ops(b, num_ops, magnitude, mstd, len(RA_OPS), device=dev)
         self.last_ops = idx
+        composed = torch.eye(3, device=dev).repeat(b, 1, 1)  # a sample's geometric ops, one map
+        any_geom = False
         for k in range(num_ops):
             m = torch.eye(3, device=dev).repeat(b, 1, 1)
-            any_geom = False
             for j, name in enumerate(RA_OPS):
                 if OP_TABLE[name][0] != "geom":
                     continue
@@ -96,9 +101,10 @@ class BatchedPipeline:
                 if sel.any():
                     any_geom = True
                     m[sel] = geom_matrix(name, op_param(name, mag[sel, k], sign[sel, k]), h, w)
-            if any_geom:
-                geometry.append((m, "fill"))
+            composed = m @ composed
             colour.append(lambda t, k=k: _colour_slot(t, idx[:, k], mag[:, k], sign[:, k], peak))
+        if any_geom:
+            geometry.append((composed, "fill"))
 
 
 def _colour_slot(x: torch.Tensor, idx, mag, sign, peak: float) -> torch.Tensor:
@@ -108,8 +114,17 @@ def _colour_slot(x: torch.Tensor, idx, mag, sign, peak: float) -> torch.Tensor:
             continue
         sel = (idx == j).nonzero().squeeze(1)
         if sel.numel():
-            x[sel] = ops.COLOR_OPS[name](x[sel], op_param(name, mag[sel], sign[sel]), peak)
+            sub = x[sel]
+            x[sel] = _native(ops.COLOR_OPS[name](sub.float(), op_param(name, mag[sel], sign[sel]), peak), sub)
     return x
+
+
+def _native(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Float op output back to ``like``'s dtype (uint8: rounded, clipped; the batched path stays uint8
+    between ops, while the per-image path rounds once at the end: a half-level difference at most)."""
+    if like.dtype == torch.uint8:
+        return y.round_().clamp_(0, 255).to(torch.uint8)
+    return y.to(like.dtype)
 
 
 def _rrc_matrix(b: int, h: int, w: int, min_scale: float, dev) -> torch.Tensor:

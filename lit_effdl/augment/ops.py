@@ -27,7 +27,7 @@ def to_work(img: torch.Tensor) -> tuple[torch.Tensor, float, torch.dtype, bool]:
     single = img.ndim == 3
     x = img[None] if single else img
     peak = 255.0 if img.dtype == torch.uint8 else 1.0
-    return x.float(), peak, img.dtype, single
+    return (x.clone() if x.dtype == torch.float32 else x.float()), peak, img.dtype, single
 
 
 def from_work(x: torch.Tensor, dtype: torch.dtype, single: bool) -> torch.Tensor:
@@ -39,8 +39,10 @@ def from_work(x: torch.Tensor, dtype: torch.dtype, single: bool) -> torch.Tensor
     return x[0] if single else x
 
 
-def _col(p: Param, x: torch.Tensor) -> torch.Tensor:
-    """A float or (B,) parameter shaped (B or 1, 1, 1, 1) to broadcast over images."""
+def _col(p: Param, x: torch.Tensor) -> Param:
+    """A (B,) parameter shaped (B, 1, 1, 1) to broadcast over images; Python numbers pass as they are."""
+    if isinstance(p, (int, float)):
+        return float(p)
     return torch.as_tensor(p, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
 
 
@@ -88,6 +90,9 @@ def _solarize(x, threshold, peak):
 
 def _posterize(x, shift, peak):
     """Drop ``round(shift)`` low bits of the 8-bit value; shift 0 leaves the image untouched."""
+    if isinstance(shift, (int, float)):
+        q = 2.0 ** round(shift)
+        return x if q == 1 else torch.floor(x * (255.0 / peak / q)) * (q * peak / 255.0)
     q = torch.pow(2.0, torch.round(_col(shift, x)))
     v = x * (255.0 / peak)
     return torch.where(q > 1, torch.floor(v / q) * q * (peak / 255.0), x)
@@ -198,20 +203,88 @@ def warp(img: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill: floa
     return from_work(warp_work(x, matrices, fill * peak), dtype, single)
 
 
+_BASE: dict = {}
+
+
+def _base_points(h: int, w: int, device, dtype) -> torch.Tensor:
+    """(3, H*W) homogeneous pixel centres, cached per size and device."""
+    key = (h, w, str(device), dtype)
+    if key not in _BASE:
+        ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                                torch.arange(w, device=device, dtype=dtype), indexing="ij")
+        _BASE[key] = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(h * w, device=device, dtype=dtype)])
+    return _BASE[key]
+
+
+def _apply(m: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """Affine (B, 3, 3) on (B or 1, 2, N) points -> (B, 2, N)."""
+    return torch.baddbmm(m[:, :2, 2:], m[:, :2, :2], pts.expand(m.shape[0], 2, -1)) if pts.shape[0] == 1 \
+        else torch.baddbmm(m[:, :2, 2:], m[:, :2, :2], pts)
+
+
 def warp_work(x: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill_value: float) -> torch.Tensor:
-    """:func:`warp` on a float batch; ``fill_value`` in the batch's own units."""
+    """:func:`warp` on a batch (float, or uint8 on the fast path); ``fill_value`` in the batch's units. Modes: ``fill``,
+    ``reflect`` and ``keep`` (a step that never leaves the image, e.g. a flip: no check).
+
+    Fast path (every preset): at most one ``reflect`` step, before all ``fill`` steps. The source is
+    then reflect-padded once, so coordinates need no folding, and only ``fill`` steps are checked.
+    """
     b, _, h, w = x.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
-                            torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
-    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)], 0)  # (3, HW)
-    pts = pts.expand(b, 3, h * w)
+    modes = [mode for _, mode in matrices]
+    first_fill = modes.index("fill") if "fill" in modes else len(modes)
+    lead, rest = matrices[:first_fill], matrices[first_fill:]
+    if modes.count("reflect") > 1 or any(mode != "fill" for _, mode in rest):
+        return _warp_traced(x, matrices, fill_value)
+    pad = 0
+    for m, mode in lead:
+        if mode == "reflect":
+            pad = int(math.ceil(float(m[:, :2, 2].abs().max()) - 1e-6)) if m.numel() else 0
+    if pad >= min(h, w):
+        return _warp_traced(x, matrices, fill_value)
+    ft = x.dtype if x.is_floating_point() else torch.float32
+    pts = _base_points(h, w, x.device, ft)[None, :2]
+    outside = None
+    for m, _ in reversed(rest):
+        pts = _apply(torch.linalg.inv(m.to(x.device, ft)), pts)
+        half = torch.tensor([[[w / 2.0], [h / 2.0]]], device=x.device, dtype=ft)
+        out_now = ((pts - (half - 0.5)).abs_() > half).any(1)
+        outside = out_now if outside is None else outside | out_now
+    if lead:
+        composed = lead[0][0].to(x.device, ft)
+        for m, _ in lead[1:]:
+            composed = m.to(x.device, ft) @ composed
+        pts = _apply(torch.linalg.inv(composed), pts)
+    hp, wp = h + 2 * pad, w + 2 * pad
+    src = _reflect_pad(x, pad) if pad else x
+    # nearest sampling is a gather: any dtype (uint8 stays uint8), no float copy of the batch
+    ij = torch.round(pts.expand(b, 2, h * w)).to(torch.long) + pad
+    index = ij[:, 1].clamp_(0, hp - 1) * wp + ij[:, 0].clamp_(0, wp - 1)  # (B, HW)
+    c = x.shape[1]
+    out = torch.gather(src.reshape(b, c, hp * wp), 2, index[:, None].expand(b, c, h * w)).reshape(b, c, h, w)
+    if outside is not None:
+        out = out.masked_fill_(outside.reshape(b, 1, h, w), fill_value)
+    return out
+
+
+def _reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Reflect padding (edge not repeated) by index selection: works for uint8, unlike ``F.pad``."""
+    h, w = x.shape[-2:]
+    rows = _reflect(torch.arange(-pad, h + pad, device=x.device), h)
+    cols = _reflect(torch.arange(-pad, w + pad, device=x.device), w)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def _warp_traced(x: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill_value: float) -> torch.Tensor:
+    """General :func:`warp_work`: trace every pixel back step by step, folding reflect steps."""
+    b, _, h, w = x.shape
+    pts = _base_points(h, w, x.device, x.dtype).expand(b, 3, h * w)
     outside = torch.zeros(b, h * w, dtype=torch.bool, device=x.device)
     for m, mode in reversed(matrices):
         pts = torch.linalg.inv(m.to(x)) @ pts
         if mode == "fill":
             px, py = pts[:, 0], pts[:, 1]
             outside |= (px < -0.5) | (px > w - 0.5) | (py < -0.5) | (py > h - 0.5)
-        else:  # reflect without repeating the edge pixel (torch.nn.functional.pad 'reflect')
+        elif mode == "reflect":  # reflect without repeating the edge pixel (F.pad 'reflect')
             pts = torch.stack([_reflect(pts[:, 0], w), _reflect(pts[:, 1], h), pts[:, 2]], 1)
     grid = torch.stack([(2 * pts[:, 0] + 1) / w - 1, (2 * pts[:, 1] + 1) / h - 1], -1).reshape(b, h, w, 2)
     out = F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
@@ -265,3 +338,35 @@ def magnitude_check(m: float, where: str) -> None:
     """Magnitudes live on the 0..30 scale of the RandAugment paper (and torchvision)."""
     if not (0 <= m <= 30) or math.isnan(m):
         raise UserError(f"magnitude {m} in '{where}' is out of range: use 0..30 (the paper's scale)")
+
+
+# ---------------------------------------------------------------- per-image fast path (Python floats)
+Mat = list[list[float]]
+
+
+def matmul3(a: Mat, b: Mat) -> Mat:
+    """3x3 matrix product on Python lists (per-image paths avoid tiny tensor ops)."""
+    return [[sum(a[i][k] * b[k][j] for k in range(3)) for j in range(3)] for i in range(3)]
+
+
+def inverse_affine(m: Mat) -> Mat:
+    a, b, tx = m[0]
+    c, d, ty = m[1]
+    det = a * d - b * c
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    return [[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)], [0.0, 0.0, 1.0]]
+
+
+def warp_single(x: torch.Tensor, m: Mat, fill_value: float) -> torch.Tensor:
+    """One forward pixel matrix (Python 3x3) on a float batch with ``affine_grid`` + ``grid_sample``
+    (nearest; points leaving the image become ``fill_value``). Same rule as :func:`warp_work`."""
+    b, c, h, w = x.shape
+    s = [[2.0 / w, 0.0, 1.0 / w - 1], [0.0, 2.0 / h, 1.0 / h - 1], [0.0, 0.0, 1.0]]
+    s_inv = [[w / 2.0, 0.0, (w - 1) / 2.0], [0.0, h / 2.0, (h - 1) / 2.0], [0.0, 0.0, 1.0]]
+    theta = matmul3(matmul3(s, inverse_affine(m)), s_inv)
+    theta_t = torch.tensor([theta[:2]], dtype=x.dtype, device=x.device).expand(b, 2, 3)
+    grid = F.affine_grid(theta_t, [b, c, h, w], align_corners=False)
+    if fill_value == 0:
+        return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x - fill_value, grid, mode="nearest", padding_mode="zeros",
+                         align_corners=False).add_(fill_value)

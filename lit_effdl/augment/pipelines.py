@@ -80,55 +80,60 @@ def parse_token(token: str) -> tuple[str, dict[str, float]]:
     return name, args
 
 
-class RandomFlip:
+class _Step:
+    """A per-image transform working on a float batch in 0..peak (``work``); callable on images."""
+
+    def work(self, x: torch.Tensor, peak: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        x, peak, dtype, single = ops.to_work(img)
+        return ops.from_work(self.work(x, peak), dtype, single)
+
+
+class RandomFlip(_Step):
     """Horizontal flip with probability ``p``."""
 
     def __init__(self, p: float = 0.5):
         self.p = p
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        return img.flip(-1) if float(torch.rand(())) < self.p else img
+    def work(self, x, peak):
+        return x.flip(-1) if float(torch.rand(())) < self.p else x
 
 
-class PadCrop:
+class PadCrop(_Step):
     """Reflect-pad by ``pad`` pixels and crop a random window of the original size (CIFAR style)."""
 
     def __init__(self, pad: int):
         self.pad = int(pad)
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+    def work(self, x, peak):
         p = self.pad
-        h, w = img.shape[-2:]
+        h, w = x.shape[-2:]
         dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
-        x = img[None] if img.ndim == 3 else img
-        if x.dtype == torch.uint8:  # reflect padding is not implemented for uint8
-            padded = torch.nn.functional.pad(x.float(), (p, p, p, p), mode="reflect").to(torch.uint8)
-        else:
-            padded = torch.nn.functional.pad(x, (p, p, p, p), mode="reflect")
-        out = padded[..., dy:dy + h, dx:dx + w]
-        return out[0] if img.ndim == 3 else out
+        return torch.nn.functional.pad(x, (p, p, p, p), mode="reflect")[..., dy:dy + h, dx:dx + w]
 
 
-class Cutout:
+class Cutout(_Step):
     """A grey square of side ``round(frac * min(H, W))`` at a uniform centre, clipped at the border."""
 
     def __init__(self, frac: float = 0.5):
         self.frac = frac
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        h, w = img.shape[-2:]
+    def work(self, x, peak):
+        h, w = x.shape[-2:]
         side = round(self.frac * min(h, w))
         if side == 0:
-            return img
-        cy, cx = torch.randint(0, h, ()).item(), torch.randint(0, w, ()).item()
+            return x
+        cy, cx = torch.randint(0, h, (1,)).item(), torch.randint(0, w, (1,)).item()
         top, left = max(0, cy - side // 2), max(0, cx - side // 2)
         bottom, right = min(h, cy - side // 2 + side), min(w, cx - side // 2 + side)
-        out = img.clone()
-        out[..., top:bottom, left:right] = round(GREY * 255) if img.dtype == torch.uint8 else GREY
-        return out
+        x = x.clone()
+        x[..., top:bottom, left:right] = GREY * peak
+        return x
 
 
-class RandomGeometry:
+class RandomGeometry(_Step):
     """Random rotation / shear / three-point affine (one draw per call, black fill)."""
 
     def __init__(self, kind: str, amount: float):
@@ -149,12 +154,11 @@ class RandomGeometry:
             m[i, :2] = ops.affine_from_points(src, dst[i]).to(m)
         return m
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        b = 1 if img.ndim == 3 else img.shape[0]
-        return ops.warp(img, [(self.matrix(b, *img.shape[-2:]), "fill")], 0.0)
+    def work(self, x, peak):
+        return ops.warp_work(x, [(self.matrix(x.shape[0], *x.shape[-2:], x.device), "fill")], 0.0)
 
 
-class RandomColor:
+class RandomColor(_Step):
     """Additive brightness U(-d, d) of the range (clipped) or contrast factor U(1-f, 1+f)."""
 
     def __init__(self, kind: str, amount: float):
@@ -164,9 +168,18 @@ class RandomColor:
         u = (torch.rand(b, device=device) * 2 - 1) * self.amount
         return u if self.kind == "brightness" else 1.0 + u
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        b = 1 if img.ndim == 3 else img.shape[0]
-        return ops.apply_color(self.kind, img, self.param(b))
+    def work(self, x, peak):
+        return ops.COLOR_OPS[self.kind](x, self.param(x.shape[0], x.device), peak)
+
+
+class TorchvisionStep(_Step):
+    """A torchvision v2 transform (e.g. ``RandomResizedCrop``) inside a pipeline's float work space."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def work(self, x, peak):
+        return self.transform(x)
 
 
 def token_transform(token: str, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -180,7 +193,7 @@ def token_transform(token: str, image_size: int) -> Callable[[torch.Tensor], tor
         pad = a["pad"] if a["pad"] is not None else max(1, image_size // 8)
         return PadCrop(int(pad))
     if name == "rrc":
-        return v2.RandomResizedCrop(image_size, scale=(a["s"], 1.0), antialias=True)
+        return TorchvisionStep(v2.RandomResizedCrop(image_size, scale=(a["s"], 1.0), antialias=True))
     if name in ("rotate", "shear", "affine3"):
         return RandomGeometry(name, next(iter(a.values())))
     if name in ("brightness", "contrast"):
@@ -199,15 +212,17 @@ def expand_spec(spec: str) -> list[str]:
 
 
 class Pipeline:
-    """Tokens' transforms applied in order (``v2.Compose`` without its pytree overhead per call)."""
+    """Tokens' transforms applied in order on one float copy of the image (converted once, rounded
+    once at the end; ``v2.Compose`` would convert per step and pay its pytree overhead per call)."""
 
     def __init__(self, steps: list, spec: str):
         self.steps, self.spec = steps, spec
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        x, peak, dtype, single = ops.to_work(img)
         for step in self.steps:
-            img = step(img)
-        return img
+            x = step.work(x, peak)
+        return ops.from_work(x, dtype, single)
 
     def __repr__(self) -> str:
         return f"Pipeline('{self.spec}')"

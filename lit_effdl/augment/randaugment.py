@@ -1,8 +1,8 @@
 """RandAugment(N, M): N ops drawn uniformly (with replacement) per image, each at magnitude M.
 
-An image's geometric ops (rotate, shear, translate) run before its colour ops, on this per-image
-path and on the batched one (which traces all geometry into one ``grid_sample``), so both paths
-draw from one distribution; the order only matters for fill pixels and image statistics.
+An image's geometric ops (rotate, shear, translate) compose into **one** affine map sampled once
+(one resampling; pixels whose source falls outside become ``fill``), then its colour ops run in the
+drawn order. Both the per-image and the batched path do this, so they draw from one distribution.
 
 Magnitudes use the paper's (and torchvision's) **0..30 scale**: ``rand-n2-m9`` here is
 ``torchvision.transforms.v2.RandAugment(num_ops=2, magnitude=9)``'s strength, while timm's
@@ -18,6 +18,8 @@ posterize keeps 8 - round(4 M / 30) bits.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -76,6 +78,24 @@ def geom_matrix(name: str, param: torch.Tensor, h: int, w: int) -> torch.Tensor:
     raise KeyError(name)
 
 
+def py_matrix(name: str, p: float, h: int, w: int) -> list[list[float]]:
+    """:func:`geom_matrix` for one Python-float parameter (the per-image path's fast version)."""
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    if name == "rotate":
+        a = math.radians(p)
+        c, s = math.cos(a), math.sin(a)
+        return [[c, s, cx - (c * cx + s * cy)], [-s, c, cy - (-s * cx + c * cy)], [0.0, 0.0, 1.0]]
+    if name == "shear_x":
+        return [[1.0, p, -p * cy], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    if name == "shear_y":
+        return [[1.0, 0.0, 0.0], [p, 1.0, -p * cx], [0.0, 0.0, 1.0]]
+    if name == "translate_x":
+        return [[1.0, 0.0, p * w], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    if name == "translate_y":
+        return [[1.0, 0.0, 0.0], [0.0, 1.0, p * h], [0.0, 0.0, 1.0]]
+    raise KeyError(name)
+
+
 def check_ops(names) -> tuple[str, ...]:
     """Validated op names (``UserError`` naming an unknown one)."""
     for name in names:
@@ -119,15 +139,30 @@ class RandAugment:
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         x, peak, dtype, single = ops.to_work(img)
-        idx, mag, sign = draw_ops(1, self.num_ops, self.magnitude, self.magnitude_std, len(self.ops))
-        drawn = [(self.ops[int(idx[0, k])], k) for k in range(self.num_ops)]
-        # geometric ops first (drawn order kept within each kind), as on the batched path
-        drawn.sort(key=lambda item: OP_TABLE[item[0]][0] != "geom")
-        self.last_ops = []
-        for name, k in drawn:
-            self.last_ops.append(name)
-            x = apply_op(name, x, op_param(name, mag[:, k], sign[:, k]), peak, self.fill)
-        return ops.from_work(x, dtype, single)
+        return ops.from_work(self.work(x, peak), dtype, single)
+
+    def work(self, x: torch.Tensor, peak: float) -> torch.Tensor:
+        """On a float work batch (0..peak); one draw of ops for the whole call."""
+        n, k_ops = self.num_ops, len(self.ops)
+        u = torch.rand(2 * n).tolist()  # one RNG call, then Python floats
+        noise = torch.randn(n).tolist() if self.magnitude_std > 0 else [0.0] * n
+        drawn = []
+        for k in range(n):
+            name = self.ops[min(int(u[k] * k_ops), k_ops - 1)]
+            mag = min(max(self.magnitude + self.magnitude_std * noise[k], 0.0), MAX_MAGNITUDE)
+            drawn.append((name, op_param(name, mag, 1.0 if u[n + k] < 0.5 else -1.0)))
+        geom = [(name, p) for name, p in drawn if OP_TABLE[name][0] == "geom"]
+        colour = [(name, p) for name, p in drawn if OP_TABLE[name][0] != "geom"]
+        self.last_ops = [name for name, _ in geom + colour]
+        if geom:
+            h, w = x.shape[-2:]
+            m = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+            for name, p in geom:
+                m = ops.matmul3(py_matrix(name, p, h, w), m)
+            x = ops.warp_single(x, m, self.fill * peak)
+        for name, p in colour:
+            x = ops.COLOR_OPS[name](x, p, peak)
+        return x
 
     def __repr__(self) -> str:
         return f"RandAugment(num_ops={self.num_ops}, magnitude={self.magnitude}, std={self.magnitude_std})"
