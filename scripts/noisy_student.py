@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -41,8 +42,12 @@ def fit_and_test(config: str, overrides: list[str], root_dir: str | Path, quiet:
     args = ["--config", config, *overrides, "--trainer.default_root_dir", str(root_dir)]
     defaults = {"log_every_n_steps": 10, "callbacks": [], "enable_model_summary": not quiet,
                 "enable_progress_bar": not quiet}
+    if quiet:
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|eval mode).*")
+        warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|eval mode|args parameter"
+                                "|LeafSpec|logging interval|litlogger).*")
         cli = EffdlCLI(BaseMethod, LabelBudgetDataModule, subclass_mode_model=True, subclass_mode_data=True,
                        seed_everything_default=0, trainer_defaults=defaults, args=args, run=False,
                        save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
