@@ -134,3 +134,24 @@ def test_mismatch_is_reported_by_name():
     del state["bn.weight"]
     with pytest.raises(UserError, match="missing: bn.weight.*unexpected: extra.weight"):
         load_weights(Net(10), state)
+
+
+def test_pretrained_without_network_fails_fast_with_a_hint(monkeypatch):
+    import socket
+    import time
+
+    from lit_effdl.models import create_backbone
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE is set: pass checkpoint_path"):
+        create_backbone("resnet10t", 4, pretrained=True)
+
+    def unreachable(*args, **kwargs):
+        raise OSError("no route to host")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="cannot be reached.*pass checkpoint_path"):
+        create_backbone("resnet10t", 4, pretrained=True)
+    assert time.perf_counter() - start < 20  # no hub retries

@@ -105,29 +105,38 @@ def unknown_backbone_message(name: str) -> str:
 
 
 def _check_pretrained_reachable(name: str) -> None:
-    """Fail in seconds, not after a minute of hub retries, when weights cannot be fetched."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        import timm
-        from timm.models import get_pretrained_cfg
+    """Fail in seconds, not after a minute of hub retries, when weights cannot be fetched: a warm
+    cache passes; else ``HF_HUB_OFFLINE`` or a hub host that does not answer in 3 s is an error."""
+    import socket
+    from urllib.parse import urlparse
 
-        cfg = get_pretrained_cfg(name)
-        hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None
-        cached = False
-        if hub_id:
-            try:
-                from huggingface_hub import try_to_load_from_cache
+    import timm
+    from timm.models import get_pretrained_cfg
 
-                cached = any(
-                    isinstance(try_to_load_from_cache(hub_id, f), str)
-                    for f in ("model.safetensors", "pytorch_model.bin")
-                )
-            except Exception:
-                cached = False
-        if not cached:
-            raise UserError(
-                f"pretrained weights for '{name}' are not in the local cache and HF_HUB_OFFLINE is set: "
-                f"pass checkpoint_path=<local weights file> instead (timm {timm.__version__})"
+    cfg = get_pretrained_cfg(name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None
+    cached = False
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = any(
+                isinstance(try_to_load_from_cache(hub_id, f), str) for f in ("model.safetensors", "pytorch_model.bin")
             )
+        except Exception:
+            cached = False
+    if cached:
+        return
+    hint = f"pass checkpoint_path=<local weights file> instead (timm {timm.__version__})"
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise UserError(f"pretrained weights for '{name}' are not in the local cache and HF_HUB_OFFLINE is set: {hint}")
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as err:
+        raise UserError(
+            f"pretrained weights for '{name}' are not cached and {host} cannot be reached ({err}): {hint}"
+        ) from None
 
 
 def _torchvision_googlenet(num_classes: int, pretrained: bool, in_chans: int, drop_rate: float, **kwargs) -> nn.Module:
