@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_effdl.callbacks.run_status import RunStatus, write_run_status
@@ -51,6 +51,11 @@ class EffdlCLI(LightningCLI):
         write_run_status(self.trainer, "completed")
 
     def instantiate_trainer(self, **kwargs):
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = config.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, RichProgressBar()]
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(RunStatus())
         return trainer
@@ -87,7 +92,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
-            trainer_defaults={"log_every_n_steps": 10, "callbacks": [RichProgressBar()]},
+            trainer_defaults={"log_every_n_steps": 10},
             save_config_kwargs={"overwrite": True},
             args=None if from_argv else args,
             auto_configure_optimizers=False,
