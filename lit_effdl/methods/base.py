@@ -8,8 +8,9 @@ subclasses it, adds its own knobs and writes ``training_step``; nothing else.
 from __future__ import annotations
 
 import copy
+import functools
 import math
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import lightning as L
 import torch
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_effdl.errors import UserError
+from lit_effdl.errors import NonFiniteLossError, UserError
 from lit_effdl.models import create_backbone
 
 
@@ -58,6 +59,33 @@ def decay_groups(module: nn.Module, name: str, lr: float, weight_decay: float) -
     return [g for g in groups if g["params"]]
 
 
+def guard_nonfinite(step: Callable) -> Callable:
+    """Wrap a ``training_step``: a non-finite loss stops the run with a message naming the step and
+    the logged loss terms, or, with ``skip_nonfinite``, returns None so Lightning skips backward and
+    the optimizer step. Costs one scalar check per step."""
+
+    @functools.wraps(step)
+    def guarded(self: "BaseMethod", batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> Any:
+        self._loss_terms = {}
+        output = step(self, batch, batch_idx, *args, **kwargs)
+        loss = output["loss"] if isinstance(output, dict) else output
+        if loss is None or bool(torch.isfinite(loss)):
+            return output
+        if self.hparams.get("skip_nonfinite"):
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+            return None
+        terms = ", ".join(f"train/{k}={float(v):.4g}" for k, v in self._loss_terms.items()) or "none logged"
+        raise NonFiniteLossError(
+            f"non-finite loss {float(loss)} at global step {self.global_step} (epoch {self.current_epoch}, "
+            f"batch {batch_idx}); loss terms: {terms}. Lower the lr or check the inputs; "
+            f"model.init_args.skip_nonfinite: true skips such steps instead"
+        )
+
+    guarded.guards_nonfinite = True
+    return guarded
+
+
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
     """LR multiplier: linear warm-up to 1, then cosine down to ``min_ratio`` at ``total_steps``."""
     if warmup_steps and step < warmup_steps:
@@ -90,9 +118,12 @@ class BaseMethod(L.LightningModule):
         input_mean: per-channel mean of inputs scaled to [0, 1] (one value is broadcast).
         input_std: per-channel std of inputs scaled to [0, 1].
         channels_last: use the channels-last memory format (faster convolutions on GPUs).
+        compile: ``torch.compile`` the backbone (in place: checkpoint keys unchanged; first steps slower).
         aux_weight: weight of each auxiliary classifier's loss in training (GoogLeNet / Inception).
         augment_on: where training augmentation runs: ``loader`` (per image in DataLoader workers) or
             ``device`` (the data module's specs, batched on the training device via ``augment_batch``).
+        skip_nonfinite: a non-finite loss skips its step (counted in ``train/skipped_steps``) instead of
+            stopping the run with a message naming the step and the loss terms.
     """
 
     def __init__(
@@ -117,8 +148,10 @@ class BaseMethod(L.LightningModule):
         input_mean: tuple[float, ...] = (0.5,),
         input_std: tuple[float, ...] = (0.5,),
         channels_last: bool = False,
+        compile: bool = False,
         aux_weight: float = 0.3,
         augment_on: Literal["loader", "device"] = "loader",
+        skip_nonfinite: bool = False,
     ):
         super().__init__()
         if lr <= 0:
@@ -129,6 +162,8 @@ class BaseMethod(L.LightningModule):
             raise UserError(f"optimizer='{optimizer}' is not valid: use 'sgd' or 'adamw'")
         if augment_on not in ("loader", "device"):
             raise UserError(f"augment_on='{augment_on}' is not valid: use 'loader' or 'device'")
+        self.skipped_steps = 0
+        self._loss_terms: dict[str, torch.Tensor] = {}
         self._device_augment: dict = {}  # view -> BatchedPipeline, filled by setup() when on device
         self.save_hyperparameters()
         self.backbone = self.build_backbone()
@@ -137,8 +172,17 @@ class BaseMethod(L.LightningModule):
         self.register_buffer("input_mean", torch.tensor(input_mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(input_std).view(1, -1, 1, 1), persistent=False)
         self.ema = WeightEMA(self.backbone, ema_decay) if ema_decay > 0 else None
+        if compile:  # after the EMA copy, which stays eager (it only evaluates)
+            self.backbone.compile()
         self.val_metrics = self._metrics("val")
         self.test_metrics = self._metrics("test")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every method's ``training_step`` gets the non-finite loss guard, written once here."""
+        super().__init_subclass__(**kwargs)
+        step = cls.__dict__.get("training_step")
+        if step is not None and not getattr(step, "guards_nonfinite", False):
+            cls.training_step = guard_nonfinite(step)
 
     # ------------------------------------------------------------------ building blocks
     def build_backbone(self) -> nn.Module:
@@ -180,6 +224,7 @@ class BaseMethod(L.LightningModule):
         return batch["labeled"] if "labeled" in batch else batch
 
     def log_train(self, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False) -> None:
+        self._loss_terms[name] = value.detach()
         self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=prog_bar)
 
     # ------------------------------------------------------------------ augmentation on the device
