@@ -48,13 +48,6 @@ class FixMatch(BaseMethod):
         self.lambda_u = lambda_u
         self.pseudo_acc = MeanMetric()
 
-    def strong_view(self, images: torch.Tensor) -> torch.Tensor:
-        """The strong view; uses the device-side augmentation hook when BaseMethod has one."""
-        hook = getattr(self, "augment_batch", None)
-        if hook is not None and getattr(self.hparams, "augment_on", None) == "device":
-            return hook(images, "strong")
-        return images
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if "unlabeled" not in batch:
             raise UserError(
@@ -62,7 +55,11 @@ class FixMatch(BaseMethod):
             )
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         n_lab, n_unl = labeled["image"].shape[0], unlabeled["weak"].shape[0]
-        images = torch.cat([labeled["image"], unlabeled["weak"], self.strong_view(unlabeled["strong"])])
+        images = torch.cat([  # augment_batch: batched views when augment_on="device", else a no-op
+            self.augment_batch(labeled["image"], "labeled"),
+            self.augment_batch(unlabeled["weak"], "weak"),
+            self.augment_batch(unlabeled["strong"], "strong"),
+        ])
         logits = self(images)
         logits_lab, logits_weak, logits_strong = logits.split([n_lab, n_unl, n_unl])
         sup = F.cross_entropy(logits_lab.float(), labeled["target"])

@@ -165,14 +165,14 @@ class PseudoLabel(BaseMethod):
         labeled = self.labeled_part(batch)
         n_lab = labeled["image"].shape[0]
         if self.mode == "offline" and not self.is_student:  # round 0: the teacher, labels only
-            loss = F.cross_entropy(self(labeled["image"]).float(), labeled["target"])
+            loss = F.cross_entropy(self(self.augment_batch(labeled["image"], "labeled")).float(), labeled["target"])
             self.log_train("loss", loss, n_lab, prog_bar=True)
             return loss
         if "unlabeled" not in batch:
             raise UserError(f"{type(self).__name__} needs unlabeled batches: set data.unlabeled_ratio above 0")
         unlabeled = batch["unlabeled"]
-        view = unlabeled[self.student_view]
-        logits = self(torch.cat([labeled["image"], view]))
+        view = self.augment_batch(unlabeled[self.student_view], self.student_view)
+        logits = self(torch.cat([self.augment_batch(labeled["image"], "labeled"), view]))
         logits_lab, logits_unl = logits.split([n_lab, view.shape[0]])
         sup = F.cross_entropy(logits_lab.float(), labeled["target"])
         if self.is_student:
