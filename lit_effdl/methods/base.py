@@ -243,7 +243,7 @@ class BaseMethod(L.LightningModule):
         return images if pipeline is None else pipeline(images)
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_step(self, batch: dict, stage: str, metrics: nn.ModuleDict) -> torch.Tensor:
+    def _eval_step(self, batch: dict, stage: str, metrics: nn.ModuleDict) -> dict[str, torch.Tensor]:
         logits = self.eval_logits(batch["image"])
         loss = F.cross_entropy(logits.float(), batch["target"])
         size = batch["target"].shape[0]
@@ -251,12 +251,12 @@ class BaseMethod(L.LightningModule):
         for name, metric in metrics.items():
             metric(logits, batch["target"])
             self.log(f"{stage}/{name}", metric, on_epoch=True, batch_size=size, prog_bar=name == "acc")
-        return loss
+        return {"loss": loss, "logits": logits.detach()}
 
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step(batch, "val", self.val_metrics)
 
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         return self._eval_step(batch, "test", self.test_metrics)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
