@@ -14,7 +14,9 @@ Finished runs are kept in ``--out/runs.jsonl`` and not redone when the command i
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -39,14 +41,16 @@ DATASET_OVERRIDES = {
 }
 
 
-def run_one(dataset: str, method: str, labels: int | None, seed: int, out: Path) -> float:
+def run_one(dataset: str, method: str, labels: int | None, seed: int, out: Path, extra: list[str]) -> float:
     config = str(ROOT / "configs" / dataset / f"{method}.yaml")
     if not Path(config).exists():
         raise UserError(f"no config {config}: methods with configs are {', '.join(METHODS)}")
     overrides = list(DATASET_OVERRIDES.get(dataset, {}).get(method, []))
     overrides += ["--seed_everything", str(seed), "--data.init_args.split_seed", str(seed),
-                  "--data.init_args.num_labels_per_class", "null" if labels is None else str(labels)]
+                  "--data.init_args.num_labels_per_class", "null" if labels is None else str(labels), *extra]
     run_dir = out / method / f"lpc{labels or 'all'}" / f"seed{seed}"
+    if extra:  # other settings, other folder (the rounds driver resumes whatever it finds there)
+        run_dir = run_dir.with_name(run_dir.name + "_" + hashlib.sha1(" ".join(extra).encode()).hexdigest()[:8])
     if method in ROUNDS_METHODS:
         return float(run_rounds(config, run_dir, overrides)[-1]["test_acc"])
     return fit_and_test(config, overrides, run_dir)["test_acc"]
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default="runs/label_efficiency")
+    p.add_argument("--extra", default="", help="lit-effdl overrides for every run, e.g. '--trainer.max_epochs 5' "
+                   "(recorded in each result)")
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     labels = [k.strip() for k in args.labels_per_class.split(",") if k.strip()]
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             if k == "all" and m != "supervised":
                 continue
             for s in seeds:
-                key = {"method": m, "labels_per_class": k if k == "all" else int(k), "seed": s}
+                key = {"method": m, "labels_per_class": k if k == "all" else int(k), "seed": s, "extra": args.extra}
                 prior = [d for d in done if all(d.get(a) == b for a, b in key.items())
                          and d.get("dataset", args.dataset) == args.dataset]
                 if prior:
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 start = time.perf_counter()
                 try:
-                    acc = run_one(args.dataset, m, None if k == "all" else int(k), s, out)
+                    acc = run_one(args.dataset, m, None if k == "all" else int(k), s, out, shlex.split(args.extra))
                 except UserError as err:
                     print(f"label_efficiency: error: {err}", file=sys.stderr)
                     sys.exit(2)
