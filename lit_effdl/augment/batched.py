@@ -71,40 +71,55 @@ class BatchedPipeline:
             elif name in ("brightness", "contrast"):
                 u = (torch.rand(b, device=dev) * 2 - 1) * next(iter(a.values()))
                 param = u if name == "brightness" else 1.0 + u
-                colour.append(lambda t, n=name, p=param: _native(ops.COLOR_OPS[n](t.float(), p, peak), t))
+                colour.append(lambda t, n=name, p=param: ops.COLOR_OPS[n](t, p, peak))
             elif name == "cutout":
                 side = round(a["s"] * min(h, w))
                 cy, cx = torch.randint(0, h, (b,), device=dev), torch.randint(0, w, (b,), device=dev)
                 mask = ops.cutout_mask(cy, cx, side, h, w)
-                grey = round(GREY * 255) if x.dtype == torch.uint8 else GREY
-                colour.append(lambda t, m=mask, g=grey: t.masked_fill_(m, g))
+                colour.append(lambda t, m=mask: t.masked_fill_(m, GREY * peak))
             elif name == "rand":
                 self._randaugment(b, h, w, int(a["n"]), a["m"], a["mstd"], peak, geometry, colour, dev)
         if geometry:
             fill = round(self.fill * 255) if x.dtype == torch.uint8 else self.fill
             x = ops.warp_work(x, geometry, fill)
-        for step in colour:
-            x = step(x)
+        if colour:  # one float copy for all colour steps, rounded once at the end (as per image)
+            dtype, x = x.dtype, x.float()
+            for step in colour:
+                x = step(x)
+            x = ops.from_work(x, dtype, False)
         return x[0] if single else x
 
     def _randaugment(self, b, h, w, num_ops, magnitude, mstd, peak, geometry, colour, dev) -> None:
         idx, mag, sign = draw_ops(b, num_ops, magnitude, mstd, len(RA_OPS), device=dev)
         self.last_ops = idx
-        composed = torch.eye(3, device=dev).repeat(b, 1, 1)  # a sample's geometric ops, one map
-        any_geom = False
+        composed = None  # a sample's geometric ops, composed into one map
         for k in range(num_ops):
-            m = torch.eye(3, device=dev).repeat(b, 1, 1)
-            for j, name in enumerate(RA_OPS):
-                if OP_TABLE[name][0] != "geom":
-                    continue
-                sel = idx[:, k] == j
-                if sel.any():
-                    any_geom = True
-                    m[sel] = geom_matrix(name, op_param(name, mag[sel, k], sign[sel, k]), h, w)
-            composed = m @ composed
+            m = _slot_matrix(idx[:, k], mag[:, k], sign[:, k], h, w)
+            composed = m if composed is None else m @ composed
             colour.append(lambda t, k=k: _colour_slot(t, idx[:, k], mag[:, k], sign[:, k], peak))
-        if any_geom:
+        if composed is not None:
             geometry.append((composed, "fill"))
+
+
+def _slot_matrix(idx: torch.Tensor, mag: torch.Tensor, sign: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, 3, 3) matrices of one RandAugment slot, identity for colour ops: all samples at once
+    (each sample drew one op, so rotation, shears and shifts are zero but for the drawn one)."""
+    def value(name):
+        return torch.where(idx == RA_OPS.index(name), op_param(name, mag, sign), torch.zeros_like(mag))
+
+    a = torch.deg2rad(value("rotate"))
+    sx, sy = value("shear_x"), value("shear_y")
+    tx, ty = value("translate_x") * w, value("translate_y") * h
+    cos, sin = torch.cos(a), torch.sin(a)
+    # rotation @ shear about the centre, then the shift (geom_matrix's conventions)
+    a00, a01 = cos + sin * sy, cos * sx + sin
+    a10, a11 = -sin + cos * sy, -sin * sx + cos
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    m = torch.zeros(idx.shape[0], 3, 3, device=idx.device)
+    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = a00, a01, cx - a00 * cx - a01 * cy + tx
+    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = a10, a11, cy - a10 * cx - a11 * cy + ty
+    m[:, 2, 2] = 1.0
+    return m
 
 
 def _colour_slot(x: torch.Tensor, idx, mag, sign, peak: float) -> torch.Tensor:
@@ -114,17 +129,9 @@ def _colour_slot(x: torch.Tensor, idx, mag, sign, peak: float) -> torch.Tensor:
             continue
         sel = (idx == j).nonzero().squeeze(1)
         if sel.numel():
-            sub = x[sel]
-            x[sel] = _native(ops.COLOR_OPS[name](sub.float(), op_param(name, mag[sel], sign[sel]), peak), sub)
+            param = op_param(name, mag.index_select(0, sel), sign.index_select(0, sel))
+            x.index_copy_(0, sel, ops.COLOR_OPS[name](x.index_select(0, sel), param, peak))
     return x
-
-
-def _native(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Float op output back to ``like``'s dtype (uint8: rounded, clipped; the batched path stays uint8
-    between ops, while the per-image path rounds once at the end: a half-level difference at most)."""
-    if like.dtype == torch.uint8:
-        return y.round_().clamp_(0, 255).to(torch.uint8)
-    return y.to(like.dtype)
 
 
 def _rrc_matrix(b: int, h: int, w: int, min_scale: float, dev) -> torch.Tensor:

@@ -76,11 +76,12 @@ def _sharpness(x, factor, peak):
     c, h, w = x.shape[1:]
     if h < 3 or w < 3:
         return x
-    kernel = torch.ones(3, 3, dtype=x.dtype, device=x.device)
-    kernel[1, 1] = 5.0
-    kernel = (kernel / 13.0).expand(c, 1, 3, 3)
+    # PIL's SMOOTH kernel [[1,1,1],[1,5,1],[1,1,1]] / 13 as a 3x3 box sum plus 4x the centre
+    # (separable sums of slices: conv2d / avg_pool2d cost milliseconds of setup on tiny CPU images)
+    rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
     blurred = x.clone()
-    blurred[..., 1:-1, 1:-1] = F.conv2d(x, kernel, groups=c)  # borders stay, as in PIL
+    blurred[..., 1:-1, 1:-1] = (box + 4.0 * x[..., 1:-1, 1:-1]) / 13.0  # borders stay, as in PIL
     return _blend(x, blurred, factor, peak)
 
 
@@ -226,8 +227,8 @@ def warp_work(x: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill_va
     """:func:`warp` on a batch (float, or uint8 on the fast path); ``fill_value`` in the batch's units. Modes: ``fill``,
     ``reflect`` and ``keep`` (a step that never leaves the image, e.g. a flip: no check).
 
-    Fast path (every preset): at most one ``reflect`` step, before all ``fill`` steps. The source is
-    then reflect-padded once, so coordinates need no folding, and only ``fill`` steps are checked.
+    Fast path (every preset): at most one ``reflect`` step, before all ``fill`` steps. Then only the
+    ``fill`` steps are checked, the reflect folding is a table lookup and sampling one ``gather``.
     """
     b, _, h, w = x.shape
     modes = [mode for _, mode in matrices]
@@ -242,6 +243,9 @@ def warp_work(x: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill_va
     if pad >= min(h, w):
         return _warp_traced(x, matrices, fill_value)
     ft = x.dtype if x.is_floating_point() else torch.float32
+    if len(rest) <= 1 and all(float(m[:, 0, 1].abs().max()) == 0 and float(m[:, 1, 0].abs().max()) == 0
+                              for m, _ in lead):
+        return _warp_axis_lut(x, lead, rest[0][0] if rest else None, fill_value, ft)
     pts = _base_points(h, w, x.device, ft)[None, :2]
     outside = None
     for m, _ in reversed(rest):
@@ -254,24 +258,56 @@ def warp_work(x: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill_va
         for m, _ in lead[1:]:
             composed = m.to(x.device, ft) @ composed
         pts = _apply(torch.linalg.inv(composed), pts)
-    hp, wp = h + 2 * pad, w + 2 * pad
-    src = _reflect_pad(x, pad) if pad else x
-    # nearest sampling is a gather: any dtype (uint8 stays uint8), no float copy of the batch
-    ij = torch.round(pts.expand(b, 2, h * w)).to(torch.long) + pad
-    index = ij[:, 1].clamp_(0, hp - 1) * wp + ij[:, 0].clamp_(0, wp - 1)  # (B, HW)
+    # nearest sampling is a gather: any dtype (uint8 stays uint8), no float copy of the batch;
+    # the reflect step's border folding is a lookup table over the padded coordinate range
+    ij = torch.round(pts.expand(b, 2, h * w)).to(torch.long).add_(pad)
+    col_lut = _reflect(torch.arange(-pad, w + pad, device=x.device), w)
+    row_lut = _reflect(torch.arange(-pad, h + pad, device=x.device), h)
+    index = (row_lut * w)[ij[:, 1].clamp_(0, h + 2 * pad - 1)]
+    index += col_lut[ij[:, 0].clamp_(0, w + 2 * pad - 1)]  # (B, HW) flat source pixel
     c = x.shape[1]
-    out = torch.gather(src.reshape(b, c, hp * wp), 2, index[:, None].expand(b, c, h * w)).reshape(b, c, h, w)
-    if outside is not None:
-        out = out.masked_fill_(outside.reshape(b, 1, h, w), fill_value)
-    return out
+    flat = x.reshape(b, c, h * w)
+    if outside is not None:  # one extra pixel holding the fill value, the source of outside points
+        flat = torch.cat([flat, torch.full((b, c, 1), fill_value, dtype=x.dtype, device=x.device)], 2)
+        index.masked_fill_(outside, h * w)
+    return torch.gather(flat, 2, index[:, None].expand(b, c, h * w)).reshape(b, c, h, w)
 
 
-def _reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Reflect padding (edge not repeated) by index selection: works for uint8, unlike ``F.pad``."""
-    h, w = x.shape[-2:]
-    rows = _reflect(torch.arange(-pad, h + pad, device=x.device), h)
-    cols = _reflect(torch.arange(-pad, w + pad, device=x.device), w)
-    return x.index_select(-2, rows).index_select(-1, cols)
+def _warp_axis_lut(x: torch.Tensor, lead, fill_m: torch.Tensor | None, fill_value: float, ft) -> torch.Tensor:
+    """Fastest case: axis-aligned lead steps (flips, crops) and at most one ``fill`` step.
+
+    The lead acts on columns and rows separately, so it becomes per-sample lookup tables over the
+    rounded coordinates of the fill step (with one sentinel entry either side meaning "outside"),
+    and the pixel index is ``row_table[y] + col_table[x]``: no per-pixel checks or folding.
+    """
+    b, c, h, w = x.shape
+    dev = x.device
+    inv = torch.eye(3, device=dev, dtype=ft).expand(b, 3, 3)
+    for m, _ in lead:
+        inv = inv @ torch.linalg.inv(m.to(dev, ft))  # (L_k ... L_1)^-1 = L_1^-1 ... L_k^-1
+    sentinel = h * w  # index of the extra fill pixel
+
+    def table(size: int, axis: int, stride: int) -> torch.Tensor:
+        coords = torch.arange(-1, size + 1, device=dev, dtype=ft)  # -1 and size: outside
+        src = torch.round(inv[:, axis, axis, None] * coords + inv[:, axis, 2, None]).to(torch.long)
+        lut = _reflect(src, size) * stride
+        lut[:, 0] = sentinel
+        lut[:, -1] = sentinel
+        return lut  # (B, size + 2)
+
+    cols, rows = table(w, 0, 1), table(h, 1, w)
+    if fill_m is None:
+        index = (rows[:, 1:-1, None] + cols[:, None, 1:-1]).reshape(b, h * w)
+    else:
+        pts = _apply(torch.linalg.inv(fill_m.to(dev, ft)), _base_points(h, w, dev, ft)[None, :2])
+        ij = torch.round(pts).to(torch.long).add_(1)
+        ij[:, 0].clamp_(0, w + 1)
+        ij[:, 1].clamp_(0, h + 1)
+        index = (torch.gather(rows, 1, ij[:, 1]) + torch.gather(cols, 1, ij[:, 0])).clamp_(max=sentinel)
+    flat = x.reshape(b, c, h * w)
+    if fill_m is not None:
+        flat = torch.cat([flat, torch.full((b, c, 1), fill_value, dtype=x.dtype, device=dev)], 2)
+    return torch.gather(flat, 2, index[:, None].expand(b, c, h * w)).reshape(b, c, h, w)
 
 
 def _warp_traced(x: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill_value: float) -> torch.Tensor:
@@ -357,6 +393,17 @@ def inverse_affine(m: Mat) -> Mat:
     return [[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)], [0.0, 0.0, 1.0]]
 
 
+def _norm_base(h: int, w: int, device, dtype) -> torch.Tensor:
+    """(H*W, 3) normalised pixel centres [x, y, 1] (align_corners=False), cached."""
+    key = ("norm", h, w, str(device), dtype)
+    if key not in _BASE:
+        pts = _base_points(h, w, device, dtype).T.clone()
+        pts[:, 0] = (2 * pts[:, 0] + 1) / w - 1
+        pts[:, 1] = (2 * pts[:, 1] + 1) / h - 1
+        _BASE[key] = pts
+    return _BASE[key]
+
+
 def warp_single(x: torch.Tensor, m: Mat, fill_value: float) -> torch.Tensor:
     """One forward pixel matrix (Python 3x3) on a float batch with ``affine_grid`` + ``grid_sample``
     (nearest; points leaving the image become ``fill_value``). Same rule as :func:`warp_work`."""
@@ -364,8 +411,9 @@ def warp_single(x: torch.Tensor, m: Mat, fill_value: float) -> torch.Tensor:
     s = [[2.0 / w, 0.0, 1.0 / w - 1], [0.0, 2.0 / h, 1.0 / h - 1], [0.0, 0.0, 1.0]]
     s_inv = [[w / 2.0, 0.0, (w - 1) / 2.0], [0.0, h / 2.0, (h - 1) / 2.0], [0.0, 0.0, 1.0]]
     theta = matmul3(matmul3(s, inverse_affine(m)), s_inv)
-    theta_t = torch.tensor([theta[:2]], dtype=x.dtype, device=x.device).expand(b, 2, 3)
-    grid = F.affine_grid(theta_t, [b, c, h, w], align_corners=False)
+    # affine_grid's own arithmetic (normalised pixel centres @ theta^T) on a cached base grid
+    theta_t = torch.tensor([theta[0], theta[1]], dtype=x.dtype, device=x.device)
+    grid = (_norm_base(h, w, x.device, x.dtype) @ theta_t.T).view(1, h, w, 2).expand(b, h, w, 2)
     if fill_value == 0:
         return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return F.grid_sample(x - fill_value, grid, mode="nearest", padding_mode="zeros",
