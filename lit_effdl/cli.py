@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    OnExceptionCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+)
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lit_effdl.callbacks.run_status import RunStatus, write_run_status
+from lit_effdl.callbacks.confusion import TestConfusionMatrix
+from lit_effdl.callbacks.predictions import PredictionsCSV
+from lit_effdl.callbacks.run_status import RunMetadata, RunStatus, write_run_status
 from lit_effdl.data.datamodule import LabelBudgetDataModule
 from lit_effdl.errors import UserError
 from lit_effdl.methods.base import BaseMethod
@@ -50,15 +60,48 @@ class EffdlCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
         write_run_status(self.trainer, "completed")
 
+    def before_instantiate_classes(self) -> None:
+        sub = self.config.get(self.subcommand) if self.subcommand else None
+        if sub is not None and "weights_only" in sub and sub.get("weights_only") is None:
+            sub["weights_only"] = True  # checkpoints are read with torch.load(weights_only=True) only
+
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
         callbacks = config.get("callbacks") or []
-        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            kwargs["callbacks"] = [*callbacks, RichProgressBar()]
+            callbacks.append(RichProgressBar())
+        config_yaml = self.parser.dump(self.config, skip_none=False, skip_link_targets=False)
+        callbacks += [RunMetadata(config_yaml), TestConfusionMatrix()]
+        if self.subcommand == "predict":
+            callbacks.append(PredictionsCSV())
+        kwargs["callbacks"] = callbacks
+        if config.get("logger") in (None, True):
+            kwargs["logger"] = self._default_logger(config.get("default_root_dir") or ".")
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(RunStatus())
+        if self.subcommand == "fit":
+            trainer.callbacks.append(OnExceptionCheckpoint(dirpath=os.path.join(trainer.log_dir or ".", "checkpoints")))
         return trainer
+
+    def _default_logger(self, root: str) -> TensorBoardLogger:
+        """TensorBoard under ``lightning_logs/``; resuming a fit reuses the run folder it resumes."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
+        return TensorBoardLogger(save_dir=root, name="lightning_logs", version=resumed_version(root, ckpt_path))
+
+
+def resumed_version(root: str, ckpt_path: str | None) -> int | None:
+    """The ``version_N`` of the run a checkpoint belongs to (``last``: the newest run with a last.ckpt)."""
+    if not ckpt_path:
+        return None
+    runs = Path(root) / "lightning_logs"
+    if ckpt_path == "last":
+        candidates = [p.parent.parent.name for p in runs.glob("version_*/checkpoints/last*.ckpt")]
+    else:
+        path = Path(ckpt_path).resolve()
+        candidates = [path.parent.parent.name] if path.parent.name == "checkpoints" and path.parent.parent.parent == runs.resolve() else []
+    versions = [int(name.split("_", 1)[1]) for name in candidates if name.split("_", 1)[1].isdigit()]
+    return max(versions) if versions else None
 
 
 def _wants_debug(args: list[str]) -> bool:

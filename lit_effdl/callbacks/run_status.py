@@ -33,3 +33,20 @@ class RunStatus(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         write_run_status(trainer, "running")
+
+
+class RunMetadata(Callback):
+    """Checkpoints carry what predicting from them needs: class names, the label split's
+    fingerprint and the full resolved config (plain strings and lists: ``weights_only`` safe)."""
+
+    def __init__(self, config_yaml: str | None = None):
+        self.config_yaml = config_yaml
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        datamodule = trainer.datamodule
+        split = getattr(datamodule, "split", None)
+        checkpoint["lit_effdl"] = {
+            "class_names": list(pl_module.hparams.get("class_names") or []),
+            "label_split_fingerprint": split.fingerprint() if split is not None else None,
+            "config": self.config_yaml,
+        }
