@@ -363,11 +363,12 @@ def hflip(img: torch.Tensor) -> torch.Tensor:
 
 def cutout_mask(cy: torch.Tensor, cx: torch.Tensor, side: int, h: int, w: int) -> torch.Tensor:
     """(B, 1, H, W) mask of squares of ``side`` centred at (cy, cx), clipped at the borders."""
-    rows = torch.arange(h, device=cy.device).view(1, h, 1)
-    cols = torch.arange(w, device=cy.device).view(1, 1, w)
-    top, left = (cy - side // 2).view(-1, 1, 1), (cx - side // 2).view(-1, 1, 1)
-    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-    return inside[:, None]
+    top, left = (cy - side // 2)[:, None], (cx - side // 2)[:, None]
+    rows = torch.arange(h, device=cy.device)[None] - top  # (B, H): inside where 0 <= . < side
+    cols = torch.arange(w, device=cy.device)[None] - left
+    row_in = (rows >= 0) & (rows < side)
+    col_in = (cols >= 0) & (cols < side)
+    return (row_in[:, :, None] & col_in[:, None, :])[:, None]
 
 
 def magnitude_check(m: float, where: str) -> None:
