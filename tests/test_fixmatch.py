@@ -79,7 +79,7 @@ def test_short_fit_logs_mask_rate_and_uses_ema(fast_trainer_kwargs):
     dm = SyntheticDataModule(num_classes=4, image_size=16, channels=3, num_train=160, num_test=32,
                              num_labels_per_class=4, batch_size=8, unlabeled_ratio=2,
                              labeled_samples_per_epoch=48)
-    model = FixMatch(num_classes=4, in_chans=3, threshold=0.5)
+    model = FixMatch(num_classes=4, in_chans=3, threshold=0.5, augment_on="device")
     assert model.ema is not None  # EMA for evaluation is on by default
     trainer = L.Trainer(max_epochs=2, **fast_trainer_kwargs)
     trainer.fit(model, datamodule=dm)
