@@ -145,6 +145,22 @@ class Distill(BaseMethod):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self.compute_losses(batch)
+        n_l = self.labeled_part(batch)["image"].shape[0]
+        for name, value in losses.items():
+            if name == "loss_kd_unlabeled":
+                self.log_train(name, value, batch_size=batch["unlabeled"]["index"].shape[0])
+            elif name != "loss":
+                self.log_train(name, value, batch_size=n_l)
+        self.log_train("loss", losses["loss"], batch_size=n_l, prog_bar=True)
+        return losses["loss"]
+
+    def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``loss`` (the total), ``loss_ce``, ``loss_kd`` and ``loss_kd_unlabeled`` of one batch.
+
+        Labeled and unlabeled images go through each network in one forward. ``hidden_target`` of
+        unlabeled images is never read.
+        """
         hp = self.hparams
         labeled = self.labeled_part(batch)
         unlabeled = batch.get("unlabeled") if "labeled" in batch else None
@@ -163,16 +179,12 @@ class Distill(BaseMethod):
         else:
             teacher = self.teacher_logits(x)
         loss, ce, kd = distillation_loss(student[:n_l], teacher[:n_l], targets, hp.temperature, hp.alpha)
-        kd_total = kd
+        out = {"loss": loss, "loss_ce": ce, "loss_kd": kd}
         if use_unlabeled:
             kd_u = kd_kl_loss(student[n_l:], teacher[n_l:], hp.temperature)
-            kd_total = kd + hp.unlabeled_weight * kd_u
-            loss = loss + (1 - hp.alpha) * hp.unlabeled_weight * kd_u
-            self.log_train("loss_kd_unlabeled", kd_u, batch_size=student.shape[0] - n_l)
-        self.log_train("loss_ce", ce, batch_size=n_l)
-        self.log_train("loss_kd", kd_total, batch_size=n_l)
-        self.log_train("loss", loss, batch_size=n_l, prog_bar=True)
-        return loss
+            out.update(loss=loss + (1 - hp.alpha) * hp.unlabeled_weight * kd_u,
+                       loss_kd=kd + hp.unlabeled_weight * kd_u, loss_kd_unlabeled=kd_u)
+        return out
 
     def _cutmix(self, x: torch.Tensor, targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """torchvision's CutMix on the prepared batch; targets become probability vectors."""

@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Knowledge distillation on digits: a 373k-parameter teacher teaches a 25k-parameter student.
+
+1. trains the teacher (``small_cnn_w64``) on all train labels and saves a lit-effdl checkpoint;
+2. trains the student (``small_cnn_w16``) four ways, for each seed:
+   ``student_alone_5`` (5 labels per class), ``kd_5_unlabeled`` (5 labels per class + distillation
+   on the unlabeled rest), ``student_alone_all`` and ``kd_all`` (all labels, + distillation);
+3. prints a table (mean and std of test accuracy over the seeds) and ends stdout with one JSON
+   line of the means.
+
+Images are upsampled to 16x16 (the digits are 8x8: nothing is lost) to keep a CPU run short.
+``nice -n 5 python scripts/distill_demo.py`` (about 20-30 min on a busy 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lit_effdl.data import DigitsDataModule
+from lit_effdl.methods import Distill, Supervised
+
+RUNS = ("student_alone_5", "kd_5_unlabeled", "student_alone_all", "kd_all")
+IMAGE_SIZE = 16
+COMMON = dict(num_classes=10, in_chans=1, optimizer="sgd", lr=0.05, weight_decay=5e-4,
+              nesterov=True, scheduler="cosine", warmup_epochs=1)
+KD = dict(teacher_backbone="small_cnn_w64", temperature=4.0, alpha=0.5, unlabeled_weight=1.0)
+
+
+def trainer(epochs: int) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        check_val_every_n_epoch=epochs,
+    )
+
+
+def data(seed: int, labels: int | None, unlabeled_ratio: int = 0) -> DigitsDataModule:
+    return DigitsDataModule(
+        image_size=IMAGE_SIZE, num_labels_per_class=labels, split_seed=seed, batch_size=64,
+        unlabeled_ratio=unlabeled_ratio, labeled_augment="crop", unlabeled_weak_augment="crop",
+        labeled_samples_per_epoch=1280 if labels else None,
+    )
+
+
+def train_teacher(out: Path, epochs: int) -> tuple[Path, float]:
+    L.seed_everything(0, verbose=False)
+    dm = data(0, None)
+    model = Supervised(backbone="small_cnn_w64", **COMMON)
+    fit = trainer(epochs)
+    fit.fit(model, dm)
+    acc = fit.test(model, dm, verbose=False)[0]["test/acc"]
+    path = out / "teacher.ckpt"
+    fit.save_checkpoint(path)
+    return path, acc
+
+
+def train_student(run: str, seed: int, teacher: Path, epochs: int) -> float:
+    L.seed_everything(seed, verbose=False)
+    labels = 5 if run.endswith("_5") or run == "kd_5_unlabeled" else None
+    if run.startswith("student_alone"):
+        dm, model = data(seed, labels), Supervised(backbone="small_cnn_w16", **COMMON)
+    else:
+        dm = data(seed, labels, unlabeled_ratio=1 if labels else 0)
+        model = Distill(backbone="small_cnn_w16", teacher_checkpoint=str(teacher), **KD, **COMMON)
+    fit = trainer(epochs)
+    fit.fit(model, dm)
+    return fit.test(model, dm, verbose=False)[0]["test/acc"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=30, help="student epochs (20 steps each)")
+    parser.add_argument("--teacher-epochs", type=int, default=30)
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
+    parser.add_argument("--out", default="lightning_logs/distill_demo")
+    parser.add_argument("--reuse-teacher", action="store_true", help="reuse OUT/teacher.ckpt when present")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    teacher = out / "teacher.ckpt"
+    if args.reuse_teacher and teacher.is_file():
+        print(f"teacher: reusing {teacher}", flush=True)
+    else:
+        teacher, acc = train_teacher(out, args.teacher_epochs)
+        print(f"teacher small_cnn_w64 (all labels): test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
+    results: dict[str, list[float]] = {run: [] for run in args.runs}
+    for seed in args.seeds:
+        for run in args.runs:
+            acc = train_student(run, seed, teacher, args.epochs)
+            results[run].append(acc)
+            print(f"seed {seed} {run:<18} test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
+    print(f"\nstudent small_cnn_w16, test accuracy over seeds {args.seeds} (mean +- std)")
+    summary = {}
+    for run, accs in results.items():
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        summary[run] = round(statistics.mean(accs), 4)
+        print(f"  {run:<18} {summary[run]:.4f} +- {std:.4f}   {' '.join(f'{a:.4f}' for a in accs)}")
+    print(f"total {time.time() - start:.0f}s")
+    (out / "results.json").write_text(json.dumps({"per_seed": results, "mean": summary}, indent=1))
+    sys.stdout.flush()
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

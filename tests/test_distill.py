@@ -1,0 +1,184 @@
+"""Distill: the teacher stays frozen and out of checkpoints, the cache matches online KD, bad input."""
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lit_effdl.data import SyntheticDataModule
+from lit_effdl.errors import UserError
+from lit_effdl.methods import Distill
+from lit_effdl.models import create_backbone
+
+STUDENT = dict(backbone="small_cnn_w8", num_classes=4, in_chans=3, lr=0.05)
+
+
+def make_trainer(**kwargs) -> L.Trainer:
+    defaults = dict(accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                    limit_val_batches=1)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def data(**kwargs) -> SyntheticDataModule:
+    defaults = dict(num_labels_per_class=8, unlabeled_ratio=1, batch_size=8, image_size=16, num_train=128)
+    return SyntheticDataModule(**{**defaults, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    """A plain state_dict of a small_cnn_w16 teacher with dropout (untrained is enough here)."""
+    torch.manual_seed(0)
+    net = create_backbone("small_cnn_w16", 4, in_chans=3)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def distill(teacher_file, **kwargs) -> Distill:
+    args = dict(teacher_backbone="small_cnn_w16", teacher_checkpoint=str(teacher_file),
+                teacher_backbone_kwargs={"drop_rate": 0.5}, **STUDENT)
+    return Distill(**{**args, **kwargs})
+
+
+class TeacherWatch(Callback):
+    """Records, at every training step, whether any teacher module is in train mode."""
+
+    def __init__(self):
+        self.modes, self.student_modes = [], []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.modes.append(any(m.training for m in module.teacher.modules()))
+        self.student_modes.append(module.backbone.training)
+
+    def on_before_backward(self, trainer, module, loss):
+        self.modes.append(any(m.training for m in module.teacher.modules()))
+
+
+def test_teacher_eval_frozen_and_unchanged(teacher_file):
+    model = distill(teacher_file)
+    watch = TeacherWatch()
+    trainer = make_trainer(max_steps=6, max_epochs=3, limit_train_batches=2, callbacks=[watch])
+    trainer.fit(model, data())
+    assert len(watch.modes) == 12 and not any(watch.modes), "teacher left eval mode during fit"
+    assert all(watch.student_modes)
+    reference = torch.load(teacher_file, weights_only=True)
+    after = model.teacher.net.state_dict()
+    assert set(after) == set(reference)
+    for key, value in reference.items():  # weights and BatchNorm statistics, bitwise
+        assert torch.equal(after[key], value), key
+    assert all(not p.requires_grad and p.grad is None for p in model.teacher.parameters())
+    in_optimizer = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert not in_optimizer & {id(p) for p in model.teacher.parameters()}
+    assert "val/teacher_acc" in trainer.callback_metrics
+
+
+def test_student_checkpoint_loads_without_teacher_file(teacher_file, tmp_path):
+    teacher_copy = tmp_path / "t.pt"
+    teacher_copy.write_bytes(teacher_file.read_bytes())
+    for save_teacher in (False, True):
+        model = distill(teacher_copy, save_teacher=save_teacher)
+        trainer = make_trainer(max_steps=2)
+        trainer.fit(model, data(unlabeled_ratio=0))
+        ckpt = tmp_path / f"student_{save_teacher}.ckpt"
+        trainer.save_checkpoint(ckpt)
+        stored = torch.load(ckpt, weights_only=True)
+        assert any(k.startswith("teacher.") for k in stored["state_dict"]) == save_teacher
+        n_student = len(list(model.backbone.parameters()))
+        assert len(stored["optimizer_states"][0]["state"]) == n_student
+        assert all(isinstance(v, (str, int, float, bool, tuple, list, dict, type(None)))
+                   for v in stored["hyper_parameters"].values())
+        teacher_copy.unlink()
+        loaded = Distill.load_from_checkpoint(ckpt, map_location="cpu")
+        x = torch.randint(0, 255, (2, 3, 16, 16), dtype=torch.uint8)
+        model.eval(), loaded.eval()
+        assert torch.allclose(loaded(x), model(x))
+        assert (loaded.teacher is not None) == save_teacher
+        teacher_copy.write_bytes(teacher_file.read_bytes())
+
+
+def test_unlabeled_kd_ignores_hidden_target_and_alpha_zero_needs_no_labels(teacher_file):
+    model = distill(teacher_file, alpha=0.0)
+    model.teacher = model.build_teacher()
+    dm = data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    batch = batch[0] if isinstance(batch, tuple) else batch
+    model.train()
+    torch.manual_seed(0)
+    first = model.compute_losses(batch)
+    batch["unlabeled"]["hidden_target"] = torch.full_like(batch["unlabeled"]["hidden_target"], 99)
+    batch["labeled"]["target"] = torch.full_like(batch["labeled"]["target"], -5)  # alpha 0: never read
+    second = model.compute_losses(batch)
+    assert torch.equal(first["loss"], second["loss"]) and first["loss_kd_unlabeled"] > 0
+    assert first["loss_ce"] == 0
+
+
+def test_cached_logits_give_the_online_loss(teacher_file, tmp_path):
+    cache = tmp_path / "logits.pt"
+    model = distill(teacher_file, cache_teacher_logits=True, teacher_cache_file=str(cache),
+                    teacher_backbone_kwargs=None)
+    dm = data(labeled_augment="none", unlabeled_weak_augment="none")
+    make_trainer(max_steps=1).fit(model, dm)
+    stored = torch.load(cache, weights_only=True)
+    assert stored["labeled"].dtype == torch.float16 and stored["unlabeled"].shape[0] == len(dm.unlabeled_source)
+    batch = next(iter(dm.train_dataloader()))
+    batch = batch[0] if isinstance(batch, tuple) else batch
+    model.train()
+    cached = model.compute_losses(batch)
+    model._cache = None
+    online = model.compute_losses(batch)
+    for key in ("loss", "loss_ce", "loss_kd", "loss_kd_unlabeled"):
+        assert cached[key].item() == pytest.approx(online[key].item(), rel=2e-3, abs=1e-4), key
+    # a second fit reuses the file instead of running the teacher again
+    mtime = cache.stat().st_mtime_ns
+    again = distill(teacher_file, cache_teacher_logits=True, teacher_cache_file=str(cache), teacher_backbone_kwargs=None)
+    make_trainer(max_steps=1).fit(again, dm)
+    assert cache.stat().st_mtime_ns == mtime and again._cache is not None
+
+
+def test_bf16_mixed_loss_in_float32(teacher_file):
+    model = distill(teacher_file)
+    dtypes = {}
+
+    def record(module, inputs, output) -> None:  # a hook returning a value would replace the output
+        dtypes["logits"] = output.dtype
+
+    model.backbone.register_forward_hook(record)
+
+    class LossDtype(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            dtypes["loss"] = outputs["loss"].dtype
+
+    make_trainer(max_steps=1, precision="bf16-mixed", callbacks=[LossDtype()]).fit(model, data())
+    assert dtypes["logits"] == torch.bfloat16, "autocast was not on"
+    assert dtypes["loss"] == torch.float32
+
+
+def test_cutmix_composes_with_distillation(teacher_file):
+    model = distill(teacher_file, cutmix_alpha=1.0)
+    trainer = make_trainer(max_steps=2)
+    trainer.fit(model, data())
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(temperature=0.0), "temperature=0.0"),
+    (dict(alpha=1.5), "alpha=1.5"),
+    (dict(teacher_checkpoint=None), "teacher has no weights"),
+    (dict(cache_teacher_logits=True, cutmix_alpha=1.0), "CutMix"),
+])
+def test_bad_arguments(teacher_file, kwargs, match):
+    with pytest.raises(UserError, match=match):
+        distill(teacher_file, **kwargs)
+
+
+def test_bad_teacher_files_and_random_cache(teacher_file, tmp_path):
+    other = tmp_path / "five.pt"
+    torch.save(create_backbone("small_cnn_w16", 5, in_chans=3).state_dict(), other)
+    with pytest.raises(UserError, match="5 classes.*num_classes=4"):
+        distill(other).build_teacher()
+    with pytest.raises(UserError, match="do not match the named architecture"):
+        distill(teacher_file, teacher_backbone="small_cnn_w32").build_teacher()
+    with pytest.raises(UserError, match="random pipeline.*labeled_augment"):
+        make_trainer(max_steps=1).fit(distill(teacher_file, cache_teacher_logits=True), data())
