@@ -180,7 +180,7 @@ def main() -> None:
     source = workdir / "digits04_small_cnn.pt"
     result: dict = {"protocols": {}, "std": {}, "runs": {}, "recipes": {}, "settings": vars(args) | {"out": None}}
     if "digits04_to_59" in args.protocols:
-        result["source_digits04"] = pretrain_digits04(source, epochs=2 if args.quick else 8)
+        result["source_digits04"] = pretrain_digits04(source, epochs=2 if args.quick else 6)
         print(f"source model (digits 0-4, all labels): {result['source_digits04']}", file=sys.stderr)
     for protocol in args.protocols:
         table, runs = {}, {}
