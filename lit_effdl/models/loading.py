@@ -143,10 +143,8 @@ def remap_keys(state: dict[str, torch.Tensor], key_map: dict[str, str]) -> dict[
     prefixes = sorted(key_map, key=len, reverse=True)
     renamed = {}
     for key, value in state.items():
-        for prefix in prefixes:
-            if key == prefix or key.startswith(prefix if prefix.endswith(".") else prefix + ".") or (
-                prefix.endswith(".") and key.startswith(prefix)
-            ):
+        for prefix in prefixes:  # whole name segments only: "_bn0" renames "_bn0.weight", not "_bn01.weight"
+            if key == prefix or key.startswith(prefix if prefix.endswith(".") else prefix + "."):
                 key = key_map[prefix] + key[len(prefix):]
                 break
         renamed[key] = value
