@@ -409,11 +409,13 @@ def warp_single(x: torch.Tensor, m: Mat, fill_value: float) -> torch.Tensor:
     """One forward pixel matrix (Python 3x3) on a float batch with ``affine_grid`` + ``grid_sample``
     (nearest; points leaving the image become ``fill_value``). Same rule as :func:`warp_work`."""
     b, c, h, w = x.shape
-    s = [[2.0 / w, 0.0, 1.0 / w - 1], [0.0, 2.0 / h, 1.0 / h - 1], [0.0, 0.0, 1.0]]
-    s_inv = [[w / 2.0, 0.0, (w - 1) / 2.0], [0.0, h / 2.0, (h - 1) / 2.0], [0.0, 0.0, 1.0]]
-    theta = matmul3(matmul3(s, inverse_affine(m)), s_inv)
+    (a, b_, t0), (d, e, t1), _ = inverse_affine(m)
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    # theta = S @ M^-1 @ S^-1, S: pixel centres -> normalised coordinates (align_corners=False)
+    theta = [[a, b_ * h / w, 2.0 / w * (a * cx + b_ * cy + t0) + 1.0 / w - 1.0],
+             [d * w / h, e, 2.0 / h * (d * cx + e * cy + t1) + 1.0 / h - 1.0]]
     # affine_grid's own arithmetic (normalised pixel centres @ theta^T) on a cached base grid
-    theta_t = torch.tensor([theta[0], theta[1]], dtype=x.dtype, device=x.device)
+    theta_t = torch.tensor(theta, dtype=x.dtype, device=x.device)
     grid = (_norm_base(h, w, x.device, x.dtype) @ theta_t.T).view(1, h, w, 2).expand(b, h, w, 2)
     if fill_value == 0:
         return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)

@@ -125,7 +125,8 @@ class Cutout(_Step):
         side = round(self.frac * min(h, w))
         if side == 0:
             return x
-        cy, cx = torch.randint(0, h, (1,)).item(), torch.randint(0, w, (1,)).item()
+        u = torch.rand(2).tolist()  # centre uniform over the pixels, as torch.randint(0, h) would draw
+        cy, cx = min(int(u[0] * h), h - 1), min(int(u[1] * w), w - 1)
         top, left = max(0, cy - side // 2), max(0, cx - side // 2)
         bottom, right = min(h, cy - side // 2 + side), min(w, cx - side // 2 + side)
         x = x.clone()

@@ -156,8 +156,8 @@ class RandAugment:
         self.last_ops = [name for name, _ in geom + colour]
         if geom:
             h, w = x.shape[-2:]
-            m = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-            for name, p in geom:
+            m = py_matrix(*geom[0], h, w)
+            for name, p in geom[1:]:
                 m = ops.matmul3(py_matrix(name, p, h, w), m)
             x = ops.warp_single(x, m, self.fill * peak)
         for name, p in colour:
