@@ -32,20 +32,21 @@ RUNS = ("student_alone_5", "kd_5_unlabeled", "student_alone_all", "kd_all")
 IMAGE_SIZE = 16
 COMMON = dict(num_classes=10, in_chans=1, optimizer="sgd", lr=0.05, weight_decay=5e-4,
               nesterov=True, scheduler="cosine", warmup_epochs=1)
-KD = dict(teacher_backbone="small_cnn_w64", temperature=4.0, alpha=0.5, unlabeled_weight=1.0)
+KD = dict(teacher_backbone="small_cnn_w64", temperature=4.0, alpha=0.1, unlabeled_weight=1.0)
 
 
-def trainer(epochs: int) -> L.Trainer:
+def trainer(epochs: int, validate: bool = True) -> L.Trainer:
     return L.Trainer(
         accelerator="cpu", devices=1, max_epochs=epochs, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        check_val_every_n_epoch=epochs,
+        check_val_every_n_epoch=epochs, limit_val_batches=None if validate else 0,
     )
 
 
-def data(seed: int, labels: int | None, unlabeled_ratio: int = 0) -> DigitsDataModule:
+def data(seed: int, labels: int | None, unlabeled_ratio: int = 0, val_fraction: float = 0.1) -> DigitsDataModule:
     return DigitsDataModule(
         image_size=IMAGE_SIZE, num_labels_per_class=labels, split_seed=seed, batch_size=64,
+        val_fraction=val_fraction,
         unlabeled_ratio=unlabeled_ratio, labeled_augment="crop", unlabeled_weak_augment="crop",
         labeled_samples_per_epoch=1280 if labels else None,
     )
@@ -53,9 +54,9 @@ def data(seed: int, labels: int | None, unlabeled_ratio: int = 0) -> DigitsDataM
 
 def train_teacher(out: Path, epochs: int) -> tuple[Path, float]:
     L.seed_everything(0, verbose=False)
-    dm = data(0, None)
-    model = Supervised(backbone="small_cnn_w64", **COMMON)
-    fit = trainer(epochs)
+    dm = data(0, None, val_fraction=0.0)  # every train image (the test split is never seen)
+    model = Supervised(backbone="small_cnn_w64", ema_decay=0.995, **COMMON)
+    fit = trainer(epochs, validate=False)
     fit.fit(model, dm)
     acc = fit.test(model, dm, verbose=False)[0]["test/acc"]
     path = out / "teacher.ckpt"
@@ -80,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30, help="student epochs (20 steps each)")
-    parser.add_argument("--teacher-epochs", type=int, default=30)
+    parser.add_argument("--teacher-epochs", type=int, default=60)
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
     parser.add_argument("--out", default="lightning_logs/distill_demo")
     parser.add_argument("--reuse-teacher", action="store_true", help="reuse OUT/teacher.ckpt when present")
@@ -93,7 +94,9 @@ def main() -> None:
     start = time.time()
     teacher = out / "teacher.ckpt"
     if args.reuse_teacher and teacher.is_file():
-        print(f"teacher: reusing {teacher}", flush=True)
+        model = Supervised.load_from_checkpoint(teacher, map_location="cpu")
+        acc = trainer(1).test(model, data(0, None), verbose=False)[0]["test/acc"]
+        print(f"teacher small_cnn_w64 (all labels): reusing {teacher}, test/acc {acc:.4f}", flush=True)
     else:
         teacher, acc = train_teacher(out, args.teacher_epochs)
         print(f"teacher small_cnn_w64 (all labels): test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)

@@ -272,11 +272,11 @@ class Distill(BaseMethod):
     def _load_or_build_cache(self) -> dict[str, torch.Tensor]:
         """Teacher logits of every train image, fp16, indexed like the batches' ``index``.
 
-        Hand-written inference pass (one no-grad loop per split) rather than ``trainer.predict``:
-        a predict call inside fit would reset the running loop. Every rank computes the whole
-        (small) table, so nothing needs gathering across processes.
+        Inference by ``lit_effdl.pseudo_labels.predict_probs`` (sharded over ranks, gathered by
+        sample index) rather than ``trainer.predict``, which would reset the running fit loop.
         """
         from lit_effdl.data.views import ImagesOnlyView
+        from lit_effdl.pseudo_labels import predict_probs
 
         dm = self._datamodule()
         key, path = self._cache_key(dm), self._cache_path()
@@ -285,14 +285,17 @@ class Distill(BaseMethod):
             if stored.get("key") == key:
                 return {k: stored[k].to(self.device) for k in ("labeled", "unlabeled")}
         cache = {"key": key}
+        specs = self._cached_specs(dm)
         for part, source in (("labeled", dm.labeled_source), ("unlabeled", dm.unlabeled_source)):
-            transform = dm.pipeline(self._cached_specs(dm).get(
-                "data.labeled_augment" if part == "labeled" else f"data.unlabeled_{self.hparams.unlabeled_view}_augment"))
+            spec = specs.get("data.labeled_augment" if part == "labeled"
+                             else f"data.unlabeled_{self.hparams.unlabeled_view}_augment")
             out = torch.zeros(len(source), self.hparams.num_classes, dtype=torch.float16)
-            if len(source):
-                for batch in dm.loader(ImagesOnlyView(source, transform), dm.eval_batch_size, train=False):
-                    logits = self.teacher(self.prepare(batch["image"].to(self.device)))
-                    out[batch["index"]] = logits.float().cpu().half()
+            used = part == "labeled" or len(specs) > 1  # the unlabeled view is only read when trained on
+            if len(source) and used:
+                result = predict_probs(lambda images: self.teacher(self.prepare(images)),
+                                       ImagesOnlyView(source, dm.pipeline(spec)), batch_size=dm.eval_batch_size,
+                                       device=self.device, output="logits")
+                out[result["index"]] = result["logits"].half()
             cache[part] = out
         if self.trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
