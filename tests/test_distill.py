@@ -182,3 +182,24 @@ def test_bad_teacher_files_and_random_cache(teacher_file, tmp_path):
         distill(teacher_file, teacher_backbone="small_cnn_w32").build_teacher()
     with pytest.raises(UserError, match="random pipeline.*labeled_augment"):
         make_trainer(max_steps=1).fit(distill(teacher_file, cache_teacher_logits=True), data())
+
+
+def test_missing_teacher_file_is_named(tmp_path):
+    with pytest.raises(UserError, match="teacher_checkpoint .*missing.pt is not a file"):
+        Distill(teacher_checkpoint=str(tmp_path / "missing.pt"), **STUDENT).build_teacher()
+
+
+def test_digits_config_builds_a_distill_model():
+    from pathlib import Path
+
+    from lit_effdl.cli import EffdlCLI
+    from lit_effdl.data import LabelBudgetDataModule
+    from lit_effdl.methods import BaseMethod
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "digits" / "distill.yaml"
+    cli = EffdlCLI(BaseMethod, LabelBudgetDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                   run=False, auto_configure_optimizers=False,
+                   args=["--config", str(config), "--trainer.logger", "false"])
+    assert isinstance(cli.model, Distill)
+    assert cli.model.hparams.teacher_backbone == "small_cnn_w64" and cli.model.hparams.in_chans == 1
+    assert cli.model.teacher is None  # read only when fit starts

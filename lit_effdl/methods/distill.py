@@ -123,6 +123,9 @@ class Distill(BaseMethod):
         net = create_backbone(hp.teacher_backbone, hp.num_classes, pretrained=pretrained,
                               in_chans=hp.in_chans, **(hp.teacher_backbone_kwargs or {}))
         if load and hp.teacher_checkpoint:
+            if not Path(hp.teacher_checkpoint).expanduser().is_file():
+                raise UserError(f"teacher_checkpoint {hp.teacher_checkpoint} is not a file: give the teacher's "
+                                f".ckpt, .pt/.pth or .safetensors (e.g. from scripts/distill_demo.py)")
             state = read_state_dict(hp.teacher_checkpoint)
             check_teacher_classes(net, state, hp.num_classes, hp.teacher_checkpoint)
             load_weights(net, state, drop_classifier=False,
