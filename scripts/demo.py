@@ -14,18 +14,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from label_efficiency import DATASET_OVERRIDES  # noqa: E402
 from noisy_student import fit_and_test  # noqa: E402
 
 LABELS = ["--data.init_args.num_labels_per_class", "5"]
-SUPERVISED = ["--data.init_args.image_size", "16", "--data.init_args.batch_size", "16",
-              "--data.init_args.labeled_samples_per_epoch", "1600", "--model.init_args.lr", "0.03",
-              "--model.init_args.ema_decay", "0.99"]
+SUPERVISED = DATASET_OVERRIDES["digits"]["supervised"]  # the label-efficiency baseline: same images, net
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--fixmatch-epochs", type=int, default=6, help="100 steps each")
-    p.add_argument("--supervised-epochs", type=int, default=3, help="100 steps each")
+    p.add_argument("--fixmatch-epochs", type=int, default=5, help="100 steps each")
+    p.add_argument("--supervised-epochs", type=int, default=5, help="100 steps each")
     p.add_argument("--root", default="lightning_logs/demo", help="where both runs log")
     args = p.parse_args(argv)
     print("lit-effdl demo: digits, 5 labels per class (50 labels), 1243 unlabeled images, small CNN", flush=True)
