@@ -60,6 +60,19 @@ class EffdlCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
         write_run_status(self.trainer, "completed")
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads the checkpoint's hyperparameters here: a bad file gets one clear message."""
+        sub = self.config.get(self.config.get("subcommand") or "", None)
+        ckpt_path = sub.get("ckpt_path") if sub is not None else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+            raise UserError(f"ckpt_path {ckpt_path} is not a file: give a .ckpt file, 'last' or 'best'")
+        try:
+            super()._parse_ckpt_path()
+        except UserError:
+            raise
+        except Exception as err:
+            raise UserError(f"cannot read checkpoint {ckpt_path}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+
     def before_instantiate_classes(self) -> None:
         sub = self.config.get(self.subcommand) if self.subcommand else None
         if sub is not None and "weights_only" in sub and sub.get("weights_only") is None:
@@ -76,6 +89,7 @@ class EffdlCLI(LightningCLI):
         if self.subcommand == "predict":
             callbacks.append(PredictionsCSV())
         kwargs["callbacks"] = callbacks
+        check_devices(config.get("accelerator"), config.get("devices"))
         if config.get("logger") in (None, True):
             kwargs["logger"] = self._default_logger(config.get("default_root_dir") or ".")
         trainer = super().instantiate_trainer(**kwargs)
@@ -88,6 +102,13 @@ class EffdlCLI(LightningCLI):
         """TensorBoard under ``lightning_logs/``; resuming a fit reuses the run folder it resumes."""
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
         return TensorBoardLogger(save_dir=root, name="lightning_logs", version=resumed_version(root, ckpt_path))
+
+
+def check_devices(accelerator: object, devices: object) -> None:
+    """More CPU processes than cores is a typo, not a plan (Lightning checks GPUs itself)."""
+    count = int(devices) if isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()) else None
+    if str(accelerator) == "cpu" and count is not None and count > (os.cpu_count() or 1):
+        raise UserError(f"trainer.devices={count} is more than the {os.cpu_count()} CPU cores here: use 1..{os.cpu_count()}")
 
 
 def resumed_version(root: str, ckpt_path: str | None) -> int | None:
@@ -109,11 +130,18 @@ def _wants_debug(args: list[str]) -> bool:
 
 
 def user_error_in(err: BaseException) -> UserError | None:
-    """The UserError behind ``err`` (jsonargparse and Lightning wrap the ones raised in constructors)."""
+    """The user-facing error behind ``err``: a UserError (jsonargparse and Lightning wrap the ones
+    raised in constructors), Lightning's misconfiguration errors, or a file-system error naming a path."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, UserError):
             return err
+        if isinstance(err, MisconfigurationException):
+            return UserError(str(err))
+        if isinstance(err, OSError) and getattr(err, "filename", None):
+            return UserError(f"cannot use {err.filename}: {err.strerror or err}")
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
