@@ -2,6 +2,7 @@
 """Does augmentation pay off with few labels? Supervised fits with and without a pipeline, per seed.
 
     python scripts/augment_gain.py --config configs/digits/supervised_strong.yaml --seeds 0 1 2
+    python scripts/augment_gain.py --seeds 0 1 2 --data.init_args.image_size=32   # extra CLI overrides
 
 Each seed runs ``data.labeled_augment`` = ``--spec`` (default: the config's, strong_noflip) and
 ``none``; prints a table of test/acc and the mean difference, writes it to ``--out`` as JSON.
@@ -26,15 +27,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--root", default="lightning_logs/augment_gain")
     p.add_argument("--out", default="lightning_logs/augment_gain/result.json")
-    p.add_argument("overrides", nargs="*", help="extra CLI overrides, e.g. --trainer.max_epochs=20")
-    args = p.parse_args()
+    args, overrides = p.parse_known_args()  # the rest: CLI overrides, e.g. --data.image_size=32
     arms = {"augmented": [] if args.spec is None else [f"--data.labeled_augment={args.spec}"],
             "none": ["--data.labeled_augment=none"]}
     rows = []
     out = Path(args.out)
     for seed in args.seeds:
         for arm, extra in arms.items():
-            r = fit_once(args.config, [f"--seed_everything={seed}", *extra, *args.overrides],
+            r = fit_once(args.config, [f"--seed_everything={seed}", *extra, *overrides],
                          f"{args.root}/{arm}_s{seed}", test=True)
             rows.append({"seed": seed, "arm": arm, **r})
             print(f"seed {seed} {arm:9s} val/acc {r['val_acc']:.4f} test/acc {r['test_acc']:.4f}", flush=True)
