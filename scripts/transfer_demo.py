@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10,
                         help="optimizer steps per epoch, batch 32, 5 epochs (Lite0 full: half, batch 16, 4 epochs)")
     parser.add_argument("--recipes", action="store_true", help="also run the recipe variants at the largest budget")
+    parser.add_argument("--recipes_only", action="store_true", help="skip the main grid, run only the recipes")
     parser.add_argument("--recipe_protocols", nargs="+", default=["digits04_to_59", "imagenet_lite0_to_digits"])
     parser.add_argument("--quick", action="store_true", help="seed 0, 1 label per class, 5 steps per epoch")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
@@ -185,7 +186,7 @@ def main() -> None:
         print(f"source model (digits 0-4, all labels): {result['source_digits04']}", file=sys.stderr)
     for protocol in args.protocols:
         table, runs = {}, {}
-        for labels in args.budgets:
+        for labels in [] if args.recipes_only else args.budgets:
             table[str(labels)] = {}
             for method in METHODS:
                 scores = [run_one(protocol, method, labels, s, source, args.steps) for s in args.seeds]
@@ -193,11 +194,12 @@ def main() -> None:
                 mean, std = summarize([s["test"] for s in scores])
                 table[str(labels)][method] = {"mean": mean, "std": std}
                 print(f"{protocol} {labels}/class {method}: {[round(s['test'], 3) for s in scores]}", file=sys.stderr)
-        print_table(protocol, table)
+        if table:
+            print_table(protocol, table)
         result["protocols"][protocol] = {b: {m: round(v["mean"], 4) for m, v in row.items()} for b, row in table.items()}
         result["std"][protocol] = {b: {m: round(v["std"], 4) for m, v in row.items()} for b, row in table.items()}
         result["runs"][protocol] = runs
-        if args.recipes and protocol in args.recipe_protocols:
+        if (args.recipes or args.recipes_only) and protocol in args.recipe_protocols:
             result["recipes"][protocol] = run_recipes(protocol, max(args.budgets), args.seeds, source, args.steps)
         if args.out:  # partial results survive an interrupted run
             args.out.write_text(json.dumps(result, indent=1))
