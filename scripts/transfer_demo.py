@@ -114,6 +114,7 @@ def build(protocol: str, method: str, source: Path | None, num_classes: int, rec
 def run_one(protocol: str, method: str, labels: int, seed: int, source: Path | None, steps: int,
             recipe: dict | None = None) -> dict[str, float]:
     recipe = recipe or {}
+    method = "scratch" if recipe.get("mode") == "scratch" else method
     L.seed_everything(seed, verbose=False)
     pretrained_lite0 = protocol == "imagenet_lite0_to_digits" and method != "scratch"
     probe = recipe.get("mode", method) == "linear_probe"
@@ -146,6 +147,8 @@ def print_table(protocol: str, table: dict) -> None:
 
 RECIPES = {
     "digits04_to_59": {
+        "scratch": {"mode": "scratch"},
+        "full": {"mode": "full"},
         "full_frozen_bn": {"mode": "full", "freeze_bn": True},
         "full_same_lr": {"mode": "full", "backbone_lr": 0.05},
         "gradual_head_warmup": {"mode": "gradual", "unfreeze_epoch": 2, "backbone_lr": 0.005},
