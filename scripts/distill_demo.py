@@ -9,7 +9,7 @@
    line of the means.
 
 Images are upsampled to 16x16 (the digits are 8x8: nothing is lost) to keep a CPU run short.
-``nice -n 5 python scripts/distill_demo.py`` (about 20-30 min on a busy 2-core CPU).
+``nice -n 5 python scripts/distill_demo.py`` (about 35-40 min on a busy 2-core CPU; --reuse-teacher saves the teacher's 7-10 min).
 """
 
 from __future__ import annotations
