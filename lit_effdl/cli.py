@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_effdl.callbacks.confusion import TestConfusionMatrix
@@ -40,7 +41,7 @@ class EffdlCLI(LightningCLI):
         parser.set_defaults({
             "checkpoint.monitor": "val/acc",
             "checkpoint.mode": "max",
-            "checkpoint.save_last": True,
+            "checkpoint.save_last": False,  # last.ckpt comes from the every-epoch checkpoint below
             "checkpoint.filename": "best-epoch{epoch:03d}-acc{val/acc:.4f}",
             "checkpoint.auto_insert_metric_name": False,
         })
@@ -95,7 +96,11 @@ class EffdlCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(RunStatus())
         if self.subcommand == "fit":
-            trainer.callbacks.append(OnExceptionCheckpoint(dirpath=os.path.join(trainer.log_dir or ".", "checkpoints")))
+            checkpoints = os.path.join(trainer.log_dir or ".", "checkpoints")
+            # Lightning 2.6 refreshes save_last only when a top-k file is saved: resuming needs every epoch
+            trainer.callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
+                                                     enable_version_counter=False))
+            trainer.callbacks.append(OnExceptionCheckpoint(dirpath=checkpoints))
         return trainer
 
     def _default_logger(self, root: str) -> TensorBoardLogger:
@@ -170,6 +175,9 @@ def main(args: list[str] | None = None) -> None:
         )
     except KeyboardInterrupt:
         sys.exit(130)
+    except SIGTERMException:  # a SystemExit(None): the checkpoint is saved, report the signal
+        print("lit-effdl: stopped by SIGTERM; checkpoint saved as checkpoints/on_exception.ckpt", file=sys.stderr)
+        sys.exit(143)
     except Exception as err:
         user_error = user_error_in(err)
         if debug or user_error is None:
