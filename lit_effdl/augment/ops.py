@@ -387,6 +387,7 @@ def matmul3(a: Mat, b: Mat) -> Mat:
 
 
 def inverse_affine(m: Mat) -> Mat:
+    """Inverse of an affine 3x3 (last row 0, 0, 1) on Python lists."""
     a, b, tx = m[0]
     c, d, ty = m[1]
     det = a * d - b * c
