@@ -24,6 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_effdl.callbacks.confusion import TestConfusionMatrix
 from lit_effdl.callbacks.predictions import PredictionsCSV
+from lit_effdl.callbacks.progress import ThrottledRichProgressBar
 from lit_effdl.callbacks.run_status import RunMetadata, RunStatus, write_run_status
 from lit_effdl.data.datamodule import LabelBudgetDataModule
 from lit_effdl.errors import UserError
@@ -84,7 +85,7 @@ class EffdlCLI(LightningCLI):
         callbacks = config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(RichProgressBar())
+            callbacks.append(ThrottledRichProgressBar())  # redraws <= 4/s: no per-step metric sync
         config_yaml = self.parser.dump(self.config, skip_none=False, skip_link_targets=False)
         callbacks += [RunMetadata(config_yaml), TestConfusionMatrix()]
         if self.subcommand == "predict":
