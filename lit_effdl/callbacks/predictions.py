@@ -55,7 +55,7 @@ def write_predictions(path: Path, index: torch.Tensor, probs: torch.Tensor, data
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label", "confidence", f"top{k}"])
+        writer.writerow(["path", "label", "confidence", f"top{top_k}"])
         for i, p_row, l_row in zip(index.tolist(), top_probs.tolist(), top_labels.tolist()):
             where = source.describe(i) if source is not None else str(i)
             top = " ".join(f"{names[l]}:{p:.4f}" for l, p in zip(l_row, p_row))
