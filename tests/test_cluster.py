@@ -110,3 +110,10 @@ def test_same_seed_same_weights_on_cpu(tmp_path, fast_trainer_kwargs):
     first, second = fit_once(), fit_once()
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_slurm_template_parses():
+    template = HERE.parent / "scripts" / "slurm" / "fit.sbatch"
+    assert subprocess.run(["bash", "-n", str(template)]).returncode == 0
+    text = template.read_text()
+    assert "srun lit-effdl fit" in text and "--trainer.num_nodes" in text and "bf16-mixed" in text

@@ -134,3 +134,13 @@ def test_corrupted_image_names_its_file(tmp_path):
 def test_missing_dataset_offline_names_folder_and_files(tmp_path, module, files):
     with pytest.raises(UserError, match=rf"not found in {tmp_path}.*{files}.*nothing is downloaded"):
         module(root=str(tmp_path)).sources
+
+
+def test_skip_corrupt_skips_and_counts(tmp_path):
+    _write_folder(tmp_path / "train")
+    (tmp_path / "train" / "cat" / "0.png").write_bytes(b"not a png")
+    dm = ImageFolderDataModule(root=str(tmp_path / "train"), test_root=str(tmp_path / "train"), skip_corrupt=True)
+    with pytest.warns(UserWarning, match=r"cat/0\.png"):
+        image = dm.sources.train.load(0)
+    assert image.shape == (3, 64, 64)
+    assert dm.sources.train.skipped == {str(tmp_path / "train" / "cat" / "0.png")}

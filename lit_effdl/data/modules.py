@@ -119,6 +119,8 @@ class ImageFolderDataModule(LabelBudgetDataModule):
         unlabeled_root: folder of unlabeled images (any nesting).
         image_size: images are resized to this square side.
         channels: 3 (RGB) or 1 (grey).
+        skip_corrupt: skip undecodable image files (a warning names each; the next image stands in)
+            instead of stopping with a message naming the file.
     """
 
     def __init__(
@@ -128,24 +130,26 @@ class ImageFolderDataModule(LabelBudgetDataModule):
         unlabeled_root: str | None = None,
         image_size: int = 64,
         channels: int = 3,
+        skip_corrupt: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.root, self.test_root, self.unlabeled_root = root, test_root, unlabeled_root
+        self.skip_corrupt = skip_corrupt
         self.size, self.channels = image_size, channels
 
     def load_sources(self) -> Sources:
         from lit_effdl.data.sources import SubsetSource
         from lit_effdl.data.splits import stratified_take
 
-        train = image_folder_source(self.root, self.size, self.channels)
+        train = image_folder_source(self.root, self.size, self.channels, self.skip_corrupt)
         if self.test_root:
-            test = image_folder_source(self.test_root, self.size, self.channels)
+            test = image_folder_source(self.test_root, self.size, self.channels, self.skip_corrupt)
         else:
             test_idx, train_idx = stratified_take(train.targets, fraction=0.2, seed=0)
             train, test = SubsetSource(train, train_idx), SubsetSource(train, test_idx)
         extra = (
-            loose_images_source(self.unlabeled_root, train.classes, self.size, self.channels)
+            loose_images_source(self.unlabeled_root, train.classes, self.size, self.channels, self.skip_corrupt)
             if self.unlabeled_root
             else None
         )

@@ -7,6 +7,7 @@ No augmentation here. Every source yields ``uint8`` tensors shaped ``(C, H, W)``
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -63,8 +64,11 @@ class FileImages(ImageSource):
         classes: list[str],
         image_size: int | None = None,
         channels: int = 3,
+        skip_corrupt: bool = False,
     ):
         self.paths = [str(p) for p in paths]
+        self.skip_corrupt = skip_corrupt
+        self.skipped: set[str] = set()  # corrupted files met so far (in this process)
         self.targets = (
             np.full(len(self.paths), -1, dtype=np.int64)
             if targets is None
@@ -84,7 +88,14 @@ class FileImages(ImageSource):
         try:
             image = decode_image(read_file(self.paths[i]), mode=mode)
         except Exception as err:  # torchvision raises RuntimeError with a codec message
-            raise UserError(f"cannot decode image file {self.paths[i]}: {err}") from None
+            if not self.skip_corrupt:
+                raise UserError(f"cannot decode image file {self.paths[i]}: {err} (skip_corrupt: true skips such files)") from None
+            if self.paths[i] not in self.skipped:
+                self.skipped.add(self.paths[i])
+                warnings.warn(f"skipping corrupted image {self.paths[i]} ({len(self.skipped)} skipped so far)")
+            if len(self.skipped) >= len(self.paths):
+                raise UserError(f"every image under {Path(self.paths[0]).parent} is corrupted") from None
+            return self.load((i + 1) % len(self.paths))  # the next readable image stands in
         if self.image_size is not None and tuple(image.shape[-2:]) != (self.image_size,) * 2:
             from torchvision.transforms.v2 import functional as TF
 
@@ -276,7 +287,9 @@ def list_images(root: str | Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
-def image_folder_source(root: str | Path, image_size: int | None, channels: int = 3) -> FileImages:
+def image_folder_source(
+    root: str | Path, image_size: int | None, channels: int = 3, skip_corrupt: bool = False
+) -> FileImages:
     """A labeled folder: one sub-folder per class, holding that class's images."""
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -291,14 +304,14 @@ def image_folder_source(root: str | Path, image_size: int | None, channels: int 
         targets += [k] * len(files)
     if not paths:
         raise UserError(f"image folder {root} holds no images with extensions {IMAGE_EXTENSIONS}")
-    return FileImages(paths, targets, classes, image_size, channels)
+    return FileImages(paths, targets, classes, image_size, channels, skip_corrupt)
 
 
 def loose_images_source(
-    root: str | Path, classes: list[str], image_size: int | None, channels: int = 3
+    root: str | Path, classes: list[str], image_size: int | None, channels: int = 3, skip_corrupt: bool = False
 ) -> FileImages:
     """A folder of unlabeled images (any nesting); an empty folder is an error."""
     paths = list_images(root)
     if not paths:
         raise UserError(f"unlabeled folder {root} holds no images with extensions {IMAGE_EXTENSIONS}")
-    return FileImages(paths, None, classes, image_size, channels)
+    return FileImages(paths, None, classes, image_size, channels, skip_corrupt)
