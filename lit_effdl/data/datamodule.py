@@ -154,8 +154,8 @@ class LabelBudgetDataModule(L.LightningDataModule):
         """The labeled indices beside the run's logs, so the run can be audited and repeated."""
         trainer = getattr(self, "trainer", None)
         log_dir = getattr(trainer, "log_dir", None) if trainer is not None else None
-        if not log_dir or not trainer.is_global_zero:
-            return
+        if not log_dir or not trainer.loggers or not trainer.is_global_zero:
+            return  # no logger: no run folder to audit (and never the working directory)
         payload = {
             "dataset": type(self).__name__,
             "split_seed": self.split_seed,
