@@ -59,15 +59,8 @@ class UnlabeledView(Dataset):
         }
 
 
-class ImagesOnlyView(Dataset):
+class ImagesOnlyView(LabeledView):
     """``{"image", "index"}``: what inference over an unlabeled set needs, no augmentation."""
-
-    def __init__(self, source: ImageSource, transform: Transform = None):
-        self.source = source
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.source)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
         return {"image": _apply(self.transform, self.source.load(i)), "index": i}
