@@ -48,6 +48,11 @@ data:
 """
 
 
+class SimulatedKill(BaseException):
+    """Stands for SIGKILL: not an Exception, so no handler of the driver can swallow it
+    (a KeyboardInterrupt would also stop pytest itself)."""
+
+
 def _driver():
     spec = importlib.util.spec_from_file_location("ns_driver", ROOT / "scripts" / "noisy_student.py")
     module = importlib.util.module_from_spec(spec)
@@ -73,11 +78,11 @@ def test_killed_in_round_2_resumes_in_round_2(tmp_path, monkeypatch):
         calls.append((Path(root_dir).name, ckpt_path))
         if Path(root_dir).name == "round_2" and ckpt_path is None:
             real_fit(cfg, overrides + ["--trainer.max_epochs", "1"], root_dir, quiet, ckpt_path)
-            raise KeyboardInterrupt("killed during round 2")  # after one epoch and its last.ckpt
+            raise SimulatedKill("killed during round 2")  # after one epoch and its last.ckpt
         return real_fit(cfg, overrides, root_dir, quiet, ckpt_path)
 
     monkeypatch.setattr(driver, "fit_and_test", killed_in_round_2)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SimulatedKill):
         driver.run_rounds(str(config), out)
     assert (out / "round_1" / "metrics.json").exists() and not (out / "round_2" / "metrics.json").exists()
     labels_2 = out / "round_2" / "pseudo_labels.pt"
