@@ -96,7 +96,7 @@ class EffdlCLI(LightningCLI):
             kwargs["logger"] = self._default_logger(config.get("default_root_dir") or ".")
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(RunStatus())
-        if self.subcommand == "fit":
+        if self.subcommand in ("fit", None):  # None: run=False, the caller fits (scripts/noisy_student.py)
             checkpoints = os.path.join(trainer.log_dir or ".", "checkpoints")
             # Lightning 2.6 refreshes save_last only when a top-k file is saved: resuming needs every epoch
             trainer.callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
