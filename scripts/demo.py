@@ -1,7 +1,7 @@
 """`make demo`: FixMatch with 5 labels per class beside supervised training on the same 50 labels.
 
 Both train on scikit-learn's digits (embedded, offline) with the same small CNN, label split and
-seed, then report test accuracy on the 360 held-out digits. A few minutes on 2 CPU cores.
+seed, then report test accuracy on the 359 held-out digits. A few minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
