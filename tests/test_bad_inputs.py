@@ -28,16 +28,11 @@ data:
   init_args: {num_classes: 3, num_train: 60, num_test: 12, batch_size: 16}
 """
 
-FOLDER = """
-seed_everything: 0
-trainer: {max_epochs: 1, accelerator: cpu, devices: 1, enable_progress_bar: false, enable_model_summary: false}
-model:
-  class_path: lit_effdl.methods.Supervised
-  init_args: {backbone: small_cnn_w16}
-data:
-  class_path: lit_effdl.data.ImageFolderDataModule
-  init_args: {root: images, image_size: 16, batch_size: 4, val_fraction: 0.0}
-"""
+FOLDER = BASE.replace(
+    "class_path: lit_effdl.data.SyntheticDataModule\n  init_args: {num_classes: 3, num_train: 60, num_test: 12, batch_size: 16}",
+    "class_path: lit_effdl.data.ImageFolderDataModule\n  init_args: {root: images, image_size: 16, batch_size: 4, val_fraction: 0.0}",
+)
+assert "ImageFolderDataModule" in FOLDER
 
 
 def build_inputs(root: Path) -> None:
