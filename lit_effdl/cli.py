@@ -130,6 +130,15 @@ def resumed_version(root: str, ckpt_path: str | None) -> int | None:
     return max(versions) if versions else None
 
 
+def close_process_group() -> None:
+    """Destroy the DDP process group before exit: left to interpreter shutdown, gloo's threads can
+    abort the process ("terminate called without an active exception") after a finished run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _wants_debug(args: list[str]) -> bool:
     return "--debug" in args or os.environ.get("LIT_EFFDL_DEBUG", "") not in ("", "0")
 
@@ -173,6 +182,7 @@ def main(args: list[str] | None = None) -> None:
             args=None if from_argv else args,
             auto_configure_optimizers=False,
         )
+        close_process_group()
     except KeyboardInterrupt:
         sys.exit(130)
     except SIGTERMException:  # a SystemExit(None): the checkpoint is saved, report the signal
