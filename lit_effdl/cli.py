@@ -28,9 +28,15 @@ from lit_effdl.callbacks.run_status import RunMetadata, RunStatus, write_run_sta
 from lit_effdl.data.datamodule import LabelBudgetDataModule
 from lit_effdl.errors import UserError
 from lit_effdl.methods.base import BaseMethod
+from lit_effdl.runtime import tune_allocator
+
 
 class EffdlCLI(LightningCLI):
     """LightningCLI with checkpointing on ``val/acc``, LR monitoring and data -> model links."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        tune_allocator()  # before any batch is allocated (see lit_effdl.runtime)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(

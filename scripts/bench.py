@@ -33,6 +33,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.suite not in suites():
         parser.error(f"unknown suite '{args.suite}': valid suites are {', '.join(suites())}")
+    from lit_effdl.runtime import tune_allocator
+
+    tune_allocator()  # as the lit-effdl CLI does; both sides of every comparison run in this process
     module = importlib.import_module(f"benchmarks.{args.suite}")
     result = module.run(args)
     if args.json:

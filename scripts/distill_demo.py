@@ -27,6 +27,7 @@ import torch
 
 from lit_effdl.data import DigitsDataModule
 from lit_effdl.methods import Distill, Supervised
+from lit_effdl.runtime import tune_allocator
 
 RUNS = ("student_alone_5", "kd_5_unlabeled", "student_alone_all", "kd_all")
 IMAGE_SIZE = 16
@@ -43,18 +44,19 @@ def trainer(epochs: int, validate: bool = True) -> L.Trainer:
     )
 
 
-def data(seed: int, labels: int | None, unlabeled_ratio: int = 0, val_fraction: float = 0.1) -> DigitsDataModule:
+def data(seed: int, labels: int | None, unlabeled_ratio: int = 0, val_fraction: float = 0.1,
+         augment: str = "crop") -> DigitsDataModule:
     return DigitsDataModule(
         image_size=IMAGE_SIZE, num_labels_per_class=labels, split_seed=seed, batch_size=64,
         val_fraction=val_fraction,
-        unlabeled_ratio=unlabeled_ratio, labeled_augment="crop", unlabeled_weak_augment="crop",
+        unlabeled_ratio=unlabeled_ratio, labeled_augment=augment, unlabeled_weak_augment=augment,
         labeled_samples_per_epoch=1280 if labels else None,
     )
 
 
-def train_teacher(out: Path, epochs: int) -> tuple[Path, float]:
+def train_teacher(out: Path, epochs: int, augment: str) -> tuple[Path, float]:
     L.seed_everything(0, verbose=False)
-    dm = data(0, None, val_fraction=0.0)  # every train image (the test split is never seen)
+    dm = data(0, None, val_fraction=0.0, augment=augment)  # every train image (the test split is never seen)
     model = Supervised(backbone="small_cnn_w64", ema_decay=0.995, **COMMON)
     fit = trainer(epochs, validate=False)
     fit.fit(model, dm)
@@ -64,13 +66,13 @@ def train_teacher(out: Path, epochs: int) -> tuple[Path, float]:
     return path, acc
 
 
-def train_student(run: str, seed: int, teacher: Path, epochs: int) -> float:
+def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str) -> float:
     L.seed_everything(seed, verbose=False)
     labels = 5 if run.endswith("_5") or run == "kd_5_unlabeled" else None
     if run.startswith("student_alone"):
-        dm, model = data(seed, labels), Supervised(backbone="small_cnn_w16", **COMMON)
+        dm, model = data(seed, labels, augment=augment), Supervised(backbone="small_cnn_w16", **COMMON)
     else:
-        dm = data(seed, labels, unlabeled_ratio=1 if labels else 0)
+        dm = data(seed, labels, unlabeled_ratio=1 if labels else 0, augment=augment)
         model = Distill(backbone="small_cnn_w16", teacher_checkpoint=str(teacher), **KD, **COMMON)
     fit = trainer(epochs)
     fit.fit(model, dm)
@@ -81,13 +83,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30, help="student epochs (20 steps each)")
-    parser.add_argument("--teacher-epochs", type=int, default=60)
+    parser.add_argument("--teacher-epochs", type=int, default=100)
+    parser.add_argument("--augment", default="crop", help="students' pipeline (both networks see its output)")
+    parser.add_argument("--teacher-augment", default="strong_noflip", help="the teacher's training pipeline")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
     parser.add_argument("--out", default="lightning_logs/distill_demo")
     parser.add_argument("--reuse-teacher", action="store_true", help="reuse OUT/teacher.ckpt when present")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    tune_allocator()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,12 +103,12 @@ def main() -> None:
         acc = trainer(1).test(model, data(0, None), verbose=False)[0]["test/acc"]
         print(f"teacher small_cnn_w64 (all labels): reusing {teacher}, test/acc {acc:.4f}", flush=True)
     else:
-        teacher, acc = train_teacher(out, args.teacher_epochs)
+        teacher, acc = train_teacher(out, args.teacher_epochs, args.teacher_augment)
         print(f"teacher small_cnn_w64 (all labels): test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
     results: dict[str, list[float]] = {run: [] for run in args.runs}
     for seed in args.seeds:
         for run in args.runs:
-            acc = train_student(run, seed, teacher, args.epochs)
+            acc = train_student(run, seed, teacher, args.epochs, args.augment)
             results[run].append(acc)
             print(f"seed {seed} {run:<18} test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
     print(f"\nstudent small_cnn_w16, test accuracy over seeds {args.seeds} (mean +- std)")

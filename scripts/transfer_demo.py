@@ -38,6 +38,7 @@ from lit_effdl.data import DigitsDataModule
 from lit_effdl.data.datamodule import Sources
 from lit_effdl.data.sources import TensorImages, digits_sources
 from lit_effdl.methods import Finetune, Supervised
+from lit_effdl.runtime import tune_allocator
 
 METHODS = ("scratch", "linear_probe", "full")
 SMALL = dict(backbone="small_cnn_w16", lr=0.05, weight_decay=5e-4, warmup_epochs=0.5)
@@ -178,6 +179,7 @@ def main() -> None:
     if args.quick:
         args.seeds, args.budgets, args.steps = [0], [1], 5
     warnings.filterwarnings("ignore")
+    tune_allocator()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
 

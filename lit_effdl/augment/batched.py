@@ -2,7 +2,7 @@
 
 Every sample draws its own parameters (flip, crop offset, RandAugment ops and magnitudes, cutout
 box...). All geometric steps (flip, pad-crop, rrc, rotate, shear, affine3 and RandAugment's
-rotate / shear / translate) are traced into **one** ``grid_sample`` (``ops.warp_work``); colour ops
+rotate / shear / translate) are traced into **one** nearest-neighbour ``gather`` (``warp.warp_work``); colour ops
 then run on the samples that drew them, broadcasting per-sample factors, in spec / slot order, and
 cutout last in its place. Ops are the same functions as the per-image path (:mod:`ops`), and
 RandAugment composes an image's geometric ops into one map before its colour ops on both paths,

@@ -5,7 +5,7 @@ the same dtype and shape. Parameters are floats or ``(B,)`` tensors (one value p
 what torchvision's v2 functionals lack (one scalar per call) and why the colour ops are written here:
 the batched path needs per-sample factors, and both paths must run the same code to share one
 distribution. Geometric ops are 3x3 pixel matrices (x right, y down, pixel centres at integers)
-applied by :func:`warp`, one ``grid_sample`` per call with nearest sampling.
+applied by :func:`warp` (:mod:`lit_effdl.augment.warp`: nearest sampling, one ``gather`` per call).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from lit_effdl.augment.warp import base_points, warp_work
 from lit_effdl.errors import UserError
 
 Param = float | torch.Tensor
@@ -204,135 +205,6 @@ def warp(img: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill: floa
     return from_work(warp_work(x, matrices, fill * peak), dtype, single)
 
 
-_BASE: dict = {}
-
-
-def _base_points(h: int, w: int, device, dtype) -> torch.Tensor:
-    """(3, H*W) homogeneous pixel centres, cached per size and device."""
-    key = (h, w, str(device), dtype)
-    if key not in _BASE:
-        ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
-                                torch.arange(w, device=device, dtype=dtype), indexing="ij")
-        _BASE[key] = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(h * w, device=device, dtype=dtype)])
-    return _BASE[key]
-
-
-def _apply(m: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """Affine (B, 3, 3) on (B or 1, 2, N) points -> (B, 2, N)."""
-    return torch.baddbmm(m[:, :2, 2:], m[:, :2, :2], pts.expand(m.shape[0], 2, -1)) if pts.shape[0] == 1 \
-        else torch.baddbmm(m[:, :2, 2:], m[:, :2, :2], pts)
-
-
-def warp_work(x: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill_value: float) -> torch.Tensor:
-    """:func:`warp` on a batch (float, or uint8 on the fast path); ``fill_value`` in the batch's units. Modes: ``fill``,
-    ``reflect`` and ``keep`` (a step that never leaves the image, e.g. a flip: no check).
-
-    Fast path (every preset): at most one ``reflect`` step, before all ``fill`` steps. Then only the
-    ``fill`` steps are checked, the reflect folding is a table lookup and sampling one ``gather``.
-    """
-    b, _, h, w = x.shape
-    modes = [mode for _, mode in matrices]
-    first_fill = modes.index("fill") if "fill" in modes else len(modes)
-    lead, rest = matrices[:first_fill], matrices[first_fill:]
-    if modes.count("reflect") > 1 or any(mode != "fill" for _, mode in rest):
-        return _warp_traced(x, matrices, fill_value)
-    pad = 0
-    for m, mode in lead:
-        if mode == "reflect":
-            pad = int(math.ceil(float(m[:, :2, 2].abs().max()) - 1e-6)) if m.numel() else 0
-    if pad >= min(h, w):
-        return _warp_traced(x, matrices, fill_value)
-    ft = x.dtype if x.is_floating_point() else torch.float32
-    if len(rest) <= 1 and all(float(m[:, 0, 1].abs().max()) == 0 and float(m[:, 1, 0].abs().max()) == 0
-                              for m, _ in lead):
-        return _warp_axis_lut(x, lead, rest[0][0] if rest else None, fill_value, ft)
-    pts = _base_points(h, w, x.device, ft)[None, :2]
-    outside = None
-    for m, _ in reversed(rest):
-        pts = _apply(torch.linalg.inv(m.to(x.device, ft)), pts)
-        half = torch.tensor([[[w / 2.0], [h / 2.0]]], device=x.device, dtype=ft)
-        out_now = ((pts - (half - 0.5)).abs_() > half).any(1)
-        outside = out_now if outside is None else outside | out_now
-    if lead:
-        composed = lead[0][0].to(x.device, ft)
-        for m, _ in lead[1:]:
-            composed = m.to(x.device, ft) @ composed
-        pts = _apply(torch.linalg.inv(composed), pts)
-    # nearest sampling is a gather: any dtype (uint8 stays uint8), no float copy of the batch;
-    # the reflect step's border folding is a lookup table over the padded coordinate range
-    ij = torch.round(pts.expand(b, 2, h * w)).to(torch.long).add_(pad)
-    col_lut = _reflect(torch.arange(-pad, w + pad, device=x.device), w)
-    row_lut = _reflect(torch.arange(-pad, h + pad, device=x.device), h)
-    index = (row_lut * w)[ij[:, 1].clamp_(0, h + 2 * pad - 1)]
-    index += col_lut[ij[:, 0].clamp_(0, w + 2 * pad - 1)]  # (B, HW) flat source pixel
-    c = x.shape[1]
-    flat = x.reshape(b, c, h * w)
-    if outside is not None:  # one extra pixel holding the fill value, the source of outside points
-        flat = torch.cat([flat, torch.full((b, c, 1), fill_value, dtype=x.dtype, device=x.device)], 2)
-        index.masked_fill_(outside, h * w)
-    return torch.gather(flat, 2, index[:, None].expand(b, c, h * w)).reshape(b, c, h, w)
-
-
-def _warp_axis_lut(x: torch.Tensor, lead, fill_m: torch.Tensor | None, fill_value: float, ft) -> torch.Tensor:
-    """Fastest case: axis-aligned lead steps (flips, crops) and at most one ``fill`` step.
-
-    The lead acts on columns and rows separately, so it becomes per-sample lookup tables over the
-    rounded coordinates of the fill step (with one sentinel entry either side meaning "outside"),
-    and the pixel index is ``row_table[y] + col_table[x]``: no per-pixel checks or folding.
-    """
-    b, c, h, w = x.shape
-    dev = x.device
-    inv = torch.eye(3, device=dev, dtype=ft).expand(b, 3, 3)
-    for m, _ in lead:
-        inv = inv @ torch.linalg.inv(m.to(dev, ft))  # (L_k ... L_1)^-1 = L_1^-1 ... L_k^-1
-    sentinel = h * w  # index of the extra fill pixel
-
-    def table(size: int, axis: int, stride: int) -> torch.Tensor:
-        coords = torch.arange(-1, size + 1, device=dev, dtype=ft)  # -1 and size: outside
-        src = torch.round(inv[:, axis, axis, None] * coords + inv[:, axis, 2, None]).to(torch.long)
-        lut = _reflect(src, size) * stride
-        lut[:, 0] = sentinel
-        lut[:, -1] = sentinel
-        return lut  # (B, size + 2)
-
-    cols, rows = table(w, 0, 1), table(h, 1, w)
-    if fill_m is None:
-        index = (rows[:, 1:-1, None] + cols[:, None, 1:-1]).reshape(b, h * w)
-    else:
-        pts = _apply(torch.linalg.inv(fill_m.to(dev, ft)), _base_points(h, w, dev, ft)[None, :2])
-        ij = torch.round(pts).to(torch.long).add_(1)
-        ij[:, 0].clamp_(0, w + 1)
-        ij[:, 1].clamp_(0, h + 1)
-        index = (torch.gather(rows, 1, ij[:, 1]) + torch.gather(cols, 1, ij[:, 0])).clamp_(max=sentinel)
-    flat = x.reshape(b, c, h * w)
-    if fill_m is not None:
-        flat = torch.cat([flat, torch.full((b, c, 1), fill_value, dtype=x.dtype, device=dev)], 2)
-    return torch.gather(flat, 2, index[:, None].expand(b, c, h * w)).reshape(b, c, h, w)
-
-
-def _warp_traced(x: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill_value: float) -> torch.Tensor:
-    """General :func:`warp_work`: trace every pixel back step by step, folding reflect steps."""
-    b, _, h, w = x.shape
-    pts = _base_points(h, w, x.device, x.dtype).expand(b, 3, h * w)
-    outside = torch.zeros(b, h * w, dtype=torch.bool, device=x.device)
-    for m, mode in reversed(matrices):
-        pts = torch.linalg.inv(m.to(x)) @ pts
-        if mode == "fill":
-            px, py = pts[:, 0], pts[:, 1]
-            outside |= (px < -0.5) | (px > w - 0.5) | (py < -0.5) | (py > h - 0.5)
-        elif mode == "reflect":  # reflect without repeating the edge pixel (F.pad 'reflect')
-            pts = torch.stack([_reflect(pts[:, 0], w), _reflect(pts[:, 1], h), pts[:, 2]], 1)
-    grid = torch.stack([(2 * pts[:, 0] + 1) / w - 1, (2 * pts[:, 1] + 1) / h - 1], -1).reshape(b, h, w, 2)
-    out = F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
-    return out.masked_fill_(outside.reshape(b, 1, h, w), fill_value)
-
-
-def _reflect(v: torch.Tensor, size: int) -> torch.Tensor:
-    period = 2 * (size - 1) if size > 1 else 1
-    v = torch.remainder(v, period)
-    return torch.where(v > size - 1, period - v, v)
-
-
 def rotate(img: torch.Tensor, degrees: Param, fill: float = 0.0) -> torch.Tensor:
     """Rotate by ``degrees`` about the centre; uncovered pixels become ``fill`` (fraction of range)."""
     b = 1 if img.ndim == 3 else img.shape[0]
@@ -395,15 +267,18 @@ def inverse_affine(m: Mat) -> Mat:
     return [[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)], [0.0, 0.0, 1.0]]
 
 
+_NORM_BASE: dict = {}
+
+
 def _norm_base(h: int, w: int, device, dtype) -> torch.Tensor:
     """(H*W, 3) normalised pixel centres [x, y, 1] (align_corners=False), cached."""
-    key = ("norm", h, w, str(device), dtype)
-    if key not in _BASE:
-        pts = _base_points(h, w, device, dtype).T.clone()
+    key = (h, w, str(device), dtype)
+    if key not in _NORM_BASE:
+        pts = base_points(h, w, device, dtype).T.clone()
         pts[:, 0] = (2 * pts[:, 0] + 1) / w - 1
         pts[:, 1] = (2 * pts[:, 1] + 1) / h - 1
-        _BASE[key] = pts
-    return _BASE[key]
+        _NORM_BASE[key] = pts
+    return _NORM_BASE[key]
 
 
 def warp_single(x: torch.Tensor, m: Mat, fill_value: float) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""Nearest-neighbour warps of image batches by chains of per-sample 3x3 pixel matrices.
+
+Conventions: x right, y down, pixel centres at integers. A step is ``(M, mode)`` with ``M`` a
+``(B, 3, 3)`` forward pixel matrix and ``mode`` one of ``fill`` (points leaving the image become
+the fill value), ``reflect`` (coordinates fold at the border without repeating the edge pixel, the
+pad-and-crop convention) or ``keep`` (a step that never leaves the image, e.g. a flip: no check).
+
+Hand-written because ``grid_sample`` has one padding rule per call and works in float only: here
+a chain of steps with different border rules becomes one flat source index per output pixel and
+one ``gather`` (uint8 stays uint8, no float copy of the batch).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Steps = list[tuple[torch.Tensor, str]]
+_BASE: dict = {}
+
+
+def base_points(h: int, w: int, device, dtype) -> torch.Tensor:
+    """(3, H*W) homogeneous pixel centres, cached per size, device and dtype."""
+    key = (h, w, str(device), dtype)
+    if key not in _BASE:
+        ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                                torch.arange(w, device=device, dtype=dtype), indexing="ij")
+        _BASE[key] = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(h * w, device=device, dtype=dtype)])
+    return _BASE[key]
+
+
+def affine_inverse(m: torch.Tensor) -> torch.Tensor:
+    """Inverse of affine ``(B, 3, 3)`` matrices (last row 0, 0, 1) in closed form: a few vector ops
+    instead of a batched LAPACK call per chain step."""
+    a, b, tx = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
+    c, d, ty = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
+    det = a * d - b * c
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    out = torch.zeros_like(m)
+    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = ia, ib, -(ia * tx + ib * ty)
+    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = ic, id_, -(ic * tx + id_ * ty)
+    out[:, 2, 2] = 1.0
+    return out
+
+
+def apply_affine(m: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """Affine (B, 3, 3) on (B or 1, 2, N) points -> (B, 2, N)."""
+    return torch.baddbmm(m[:, :2, 2:], m[:, :2, :2], pts.expand(m.shape[0], 2, -1))
+
+
+def reflect(v: torch.Tensor, size: int) -> torch.Tensor:
+    """Fold coordinates into ``[0, size - 1]`` without repeating the edge (``F.pad`` 'reflect')."""
+    period = 2 * (size - 1) if size > 1 else 1
+    v = torch.remainder(v, period)
+    return torch.where(v > size - 1, period - v, v)
+
+
+def warp_work(x: torch.Tensor, steps: Steps, fill_value: float) -> torch.Tensor:
+    """Apply ``steps`` in order to a ``(B, C, H, W)`` batch (float, or uint8: no float copy) with
+    nearest sampling; ``fill_value`` in the batch's units. Each output pixel is traced back through
+    the steps, so a chain equals applying the steps one by one.
+
+    Fast path (every preset): the ``keep`` / ``reflect`` steps come first, are axis-aligned (flips,
+    crops) and hold at most one ``reflect``. Then the ``fill`` steps are traced and checked, the lead
+    is two per-sample scalars per axis, and the sample is one ``gather``.
+    """
+    b, _, h, w = x.shape
+    modes = [mode for _, mode in steps]
+    first_fill = modes.index("fill") if "fill" in modes else len(modes)
+    lead, rest = steps[:first_fill], steps[first_fill:]
+    if modes.count("reflect") > 1 or any(mode != "fill" for _, mode in rest):
+        return _warp_traced(x, steps, fill_value)
+    ft = x.dtype if x.is_floating_point() else torch.float32
+    lead_inv = None
+    if lead:
+        composed = lead[0][0].to(x.device, ft)
+        for m, _ in lead[1:]:
+            composed = m.to(x.device, ft) @ composed
+        lead_inv = affine_inverse(composed)
+        if bool((lead_inv[:, 0, 1] != 0).any() | (lead_inv[:, 1, 0] != 0).any()):  # not axis-aligned
+            return _warp_traced(x, steps, fill_value)
+    pts = base_points(h, w, x.device, ft)[None, :2]
+    outside = None
+    half = torch.tensor([[[w / 2.0], [h / 2.0]]], device=x.device, dtype=ft)
+    for m, _ in reversed(rest):
+        pts = apply_affine(affine_inverse(m.to(x.device, ft)), pts)
+        now = (pts - (half - 0.5)).abs_().gt_(half).any(1)  # left the image at this step
+        outside = now if outside is None else outside.logical_or_(now)
+    if lead_inv is not None:  # axis-aligned: x' = sx * x + tx, y' = sy * y + ty, per sample
+        pts = torch.addcmul(lead_inv[:, :2, 2:], lead_inv[:, [0, 1], [0, 1]][:, :, None], pts)
+    src = pts.round().expand(b, 2, h * w)
+    px, py = src[:, 0], src[:, 1]
+    if "reflect" in modes:
+        px, py = reflect(px, w), reflect(py, h)
+    index = torch.addcmul(px, py, torch.tensor(float(w), dtype=ft, device=x.device))  # exact below 2^24
+    c = x.shape[1]
+    flat = x.reshape(b, c, h * w)
+    if outside is not None:  # one extra pixel holding the fill value, the source of outside points
+        flat = torch.cat([flat, torch.full((b, c, 1), fill_value, dtype=x.dtype, device=x.device)], 2)
+        index.masked_fill_(outside, h * w)
+    index = index.to(torch.long).clamp_(0, flat.shape[2] - 1)
+    return torch.gather(flat, 2, index[:, None].expand(b, c, h * w)).reshape(b, c, h, w)
+
+
+def _warp_traced(x: torch.Tensor, steps: Steps, fill_value: float) -> torch.Tensor:
+    """General :func:`warp_work`: trace every pixel back step by step, folding reflect steps."""
+    b, _, h, w = x.shape
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    pts = base_points(h, w, x.device, dtype).expand(b, 3, h * w)
+    outside = torch.zeros(b, h * w, dtype=torch.bool, device=x.device)
+    for m, mode in reversed(steps):
+        pts = affine_inverse(m.to(x.device, dtype)) @ pts
+        if mode == "fill":
+            px, py = pts[:, 0], pts[:, 1]
+            outside |= (px < -0.5) | (px > w - 0.5) | (py < -0.5) | (py > h - 0.5)
+        elif mode == "reflect":
+            pts = torch.stack([reflect(pts[:, 0], w), reflect(pts[:, 1], h), pts[:, 2]], 1)
+    grid = torch.stack([(2 * pts[:, 0] + 1) / w - 1, (2 * pts[:, 1] + 1) / h - 1], -1).reshape(b, h, w, 2)
+    src = x if x.is_floating_point() else x.float()
+    out = F.grid_sample(src, grid, mode="nearest", padding_mode="border", align_corners=False)
+    out = out.masked_fill_(outside.reshape(b, 1, h, w), fill_value)
+    return out if x.is_floating_point() else out.round_().to(x.dtype)
