@@ -1,7 +1,7 @@
 """Test accuracy against labels per class, for several methods and seeds.
 
     python scripts/label_efficiency.py --dataset digits --labels-per-class 2,5,10,all \\
-        --methods supervised,pseudo_label,fixmatch,noisy_student --seeds 0,1,2
+        --methods supervised,pseudo_label,fixmatch,noisy_student --seeds 0,1,2 --jobs 2
 
 Every (method, labels per class, seed) trains ``configs/<dataset>/<method>.yaml`` with the label
 split and the seed both set to the seed. Prints a markdown table (mean +- std of test accuracy),
@@ -16,15 +16,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing as mp
 import shlex
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from noisy_student import fit_and_test, run_rounds  # noqa: E402
+
+import torch  # noqa: E402
 
 from lit_effdl.errors import UserError  # noqa: E402
 
@@ -104,6 +109,18 @@ def plot(summary: list[dict], methods: list[str], path: Path, dataset: str) -> N
     plt.close(fig)
 
 
+def _timed_run(dataset: str, key: dict, out: Path) -> tuple[float, float]:
+    """One (method, labels per class, seed) fit: (test accuracy, seconds)."""
+    start = time.perf_counter()
+    labels = None if key["labels_per_class"] == "all" else key["labels_per_class"]
+    acc = run_one(dataset, key["method"], labels, key["seed"], out, shlex.split(key["extra"]))
+    return acc, round(time.perf_counter() - start, 1)
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="test accuracy vs labels per class")
     p.add_argument("--dataset", default="digits")
@@ -111,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default="runs/label_efficiency")
+    p.add_argument("--jobs", type=int, default=1, help="fits run in parallel, one thread each (e.g. 2 on 2 cores)")
     p.add_argument("--extra", default="", help="lit-effdl overrides for every run, e.g. '--trainer.max_epochs 5' "
                    "(recorded in each result)")
     args = p.parse_args(argv)
@@ -129,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     done_file = out / "runs.jsonl"
     done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
-    results = []
+    results, pending = [], []
     for m in methods:
         for k in labels:
             if k == "all" and m != "supervised":
@@ -140,19 +158,24 @@ def main(argv: list[str] | None = None) -> None:
                          and d.get("dataset", args.dataset) == args.dataset]
                 if prior:
                     results.append(prior[-1])
-                    continue
-                start = time.perf_counter()
-                try:
-                    acc = run_one(args.dataset, m, None if k == "all" else int(k), s, out, shlex.split(args.extra))
-                except UserError as err:
-                    print(f"label_efficiency: error: {err}", file=sys.stderr)
-                    sys.exit(2)
-                row = {**key, "test_acc": acc, "seconds": round(time.perf_counter() - start, 1),
-                       "dataset": args.dataset}
-                results.append(row)
-                with done_file.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(f"{m} labels/class={k} seed={s}: test/acc {acc:.4f} ({row['seconds']} s)", flush=True)
+                else:
+                    pending.append(key)
+    # independent fits: --jobs N runs N at a time, one thread each (small nets use cores, not threads)
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) \
+            if args.jobs > 1 else nullcontext() as pool:
+        futures = [pool.submit(_timed_run, args.dataset, key, out) for key in pending] if pool else []
+        for i, key in enumerate(pending):
+            try:
+                acc, seconds = futures[i].result() if pool else _timed_run(args.dataset, key, out)
+            except UserError as err:
+                print(f"label_efficiency: error: {err}", file=sys.stderr)
+                sys.exit(2)
+            row = {**key, "test_acc": acc, "seconds": seconds, "dataset": args.dataset}
+            results.append(row)
+            with done_file.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"{key['method']} labels/class={key['labels_per_class']} seed={key['seed']}: "
+                  f"test/acc {acc:.4f} ({seconds} s)", flush=True)
     summary = summarise(results)
     print(markdown_table(summary, methods, labels))
     plot(summary, methods, out / "label_efficiency.png", args.dataset)
