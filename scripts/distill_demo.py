@@ -1,25 +1,31 @@
 #!/usr/bin/env python
 """Knowledge distillation on digits: a 373k-parameter teacher teaches a 25k-parameter student.
 
-1. trains the teacher (``small_cnn_w64``) on all train labels and saves a lit-effdl checkpoint;
-2. trains the student (``small_cnn_w16``) four ways, for each seed:
+1. trains the teacher (``small_cnn_w64``, 100 epochs, strong pipeline) on all train labels and saves
+   a lit-effdl checkpoint;
+2. trains the student (``small_cnn_w16``, 90 epochs x 20 steps) four ways, for each seed, every run
+   with the same pipeline (``--augment``, default ``strong_noflip``: only the teacher differs):
    ``student_alone_5`` (5 labels per class), ``kd_5_unlabeled`` (5 labels per class + distillation
    on the unlabeled rest), ``student_alone_all`` and ``kd_all`` (all labels, + distillation);
 3. prints a table (mean and std of test accuracy over the seeds) and ends stdout with one JSON
    line of the means.
 
 Images are upsampled to 16x16 (the digits are 8x8: nothing is lost) to keep a CPU run short.
-``nice -n 5 python scripts/distill_demo.py`` (about 35-40 min on a busy 2-core CPU; --reuse-teacher saves the teacher's 7-10 min).
+``python scripts/distill_demo.py --jobs 2`` (two student fits at a time, one thread each; see the
+README for the measured time; ``--reuse-teacher`` reuses ``OUT/teacher.ckpt``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import statistics
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -66,30 +72,39 @@ def train_teacher(out: Path, epochs: int, augment: str) -> tuple[Path, float]:
     return path, acc
 
 
-def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str) -> float:
+def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str, cutmix: float = 0.0) -> float:
     L.seed_everything(seed, verbose=False)
     labels = 5 if run.endswith("_5") or run == "kd_5_unlabeled" else None
     if run.startswith("student_alone"):
         dm, model = data(seed, labels, augment=augment), Supervised(backbone="small_cnn_w16", **COMMON)
     else:
         dm = data(seed, labels, unlabeled_ratio=1 if labels else 0, augment=augment)
-        model = Distill(backbone="small_cnn_w16", teacher_checkpoint=str(teacher), **KD, **COMMON)
+        model = Distill(backbone="small_cnn_w16", teacher_checkpoint=str(teacher), cutmix_alpha=cutmix, **KD, **COMMON)
     fit = trainer(epochs)
     fit.fit(model, dm)
     return fit.test(model, dm, verbose=False)[0]["test/acc"]
 
 
+def _worker_init() -> None:
+    warnings.filterwarnings("ignore")
+    tune_allocator()
+    torch.set_num_threads(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=30, help="student epochs (20 steps each)")
+    parser.add_argument("--epochs", type=int, default=90, help="student epochs (20 steps each)")
     parser.add_argument("--teacher-epochs", type=int, default=100)
-    parser.add_argument("--augment", default="crop", help="students' pipeline (both networks see its output)")
+    parser.add_argument("--augment", default="strong_noflip",
+                        help="every student run's pipeline (with KD, teacher and student see its output)")
+    parser.add_argument("--cutmix", type=float, default=0.0, help="CutMix alpha on the KD runs' labeled batches")
     parser.add_argument("--teacher-augment", default="strong_noflip", help="the teacher's training pipeline")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
     parser.add_argument("--out", default="lightning_logs/distill_demo")
     parser.add_argument("--reuse-teacher", action="store_true", help="reuse OUT/teacher.ckpt when present")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--jobs", type=int, default=1, help="student fits run in parallel (one thread each)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     tune_allocator()
@@ -105,12 +120,17 @@ def main() -> None:
     else:
         teacher, acc = train_teacher(out, args.teacher_epochs, args.teacher_augment)
         print(f"teacher small_cnn_w64 (all labels): test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
-    results: dict[str, list[float]] = {run: [] for run in args.runs}
-    for seed in args.seeds:
-        for run in args.runs:
-            acc = train_student(run, seed, teacher, args.epochs, args.augment)
-            results[run].append(acc)
-            print(f"seed {seed} {run:<18} test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
+    jobs = [(run, seed, teacher, args.epochs, args.augment, args.cutmix) for seed in args.seeds for run in args.runs]
+    accs = {}
+    # independent student fits: --jobs N runs N at a time, one thread each (the machine's cores, not
+    # one fit's threads, are the useful parallelism for such small networks)
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) \
+            if args.jobs > 1 else nullcontext() as pool:
+        futures = {job[:2]: (pool.submit(train_student, *job) if pool else None) for job in jobs}
+        for run, seed, *rest in jobs:
+            accs[run, seed] = futures[run, seed].result() if pool else train_student(run, seed, *rest)
+            print(f"seed {seed} {run:<18} test/acc {accs[run, seed]:.4f}  [{time.time() - start:.0f}s]", flush=True)
+    results = {run: [accs[run, seed] for seed in args.seeds] for run in args.runs}
     print(f"\nstudent small_cnn_w16, test accuracy over seeds {args.seeds} (mean +- std)")
     summary = {}
     for run, accs in results.items():
