@@ -65,6 +65,21 @@ def test_nonfinite_loss_stops_naming_step_and_terms(fast_trainer_kwargs):
         trainer.fit(model, datamodule=SyntheticDataModule(num_classes=4, num_train=256, batch_size=32))
 
 
+class DeferredNaNAtStep(NaNAtStep):
+    """The accelerator path on the CPU: the guard records on the device and reads when logging."""
+
+    def checks_loss_each_step(self, loss):
+        return False
+
+
+def test_deferred_nonfinite_check_names_the_first_bad_step(fast_trainer_kwargs):
+    model = DeferredNaNAtStep(num_classes=4, backbone="small_cnn_w16")
+    kwargs = {**fast_trainer_kwargs, "log_every_n_steps": 4}
+    trainer = L.Trainer(max_steps=8, **kwargs)
+    with pytest.raises(NonFiniteLossError, match=r"global step 2 \(seen at step 4"):
+        trainer.fit(model, datamodule=SyntheticDataModule(num_classes=4, num_train=256, batch_size=32))
+
+
 def test_skip_nonfinite_skips_and_counts(fast_trainer_kwargs):
     model = NaNAtStep(num_classes=4, backbone="small_cnn_w16", skip_nonfinite=True)
     trainer = L.Trainer(max_steps=5, **fast_trainer_kwargs)

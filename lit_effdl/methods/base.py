@@ -62,14 +62,22 @@ def decay_groups(module: nn.Module, name: str, lr: float, weight_decay: float) -
 def guard_nonfinite(step: Callable) -> Callable:
     """Wrap a ``training_step``: a non-finite loss stops the run with a message naming the step and
     the logged loss terms, or, with ``skip_nonfinite``, returns None so Lightning skips backward and
-    the optimizer step. Costs one scalar check per step."""
+    the optimizer step. On the CPU the check is immediate (a host read costs nothing there); on an
+    accelerator the default mode records the first bad step on the device and reads it when a step
+    is logged anyway and at the epoch's end (no host sync per step); ``skip_nonfinite`` must decide
+    before backward, so it reads one scalar per step."""
 
     @functools.wraps(step)
     def guarded(self: "BaseMethod", batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> Any:
         self._loss_terms = {}
         output = step(self, batch, batch_idx, *args, **kwargs)
         loss = output["loss"] if isinstance(output, dict) else output
-        if loss is None or bool(torch.isfinite(loss)):
+        if loss is None:
+            return output
+        if not self.checks_loss_each_step(loss):
+            self._record_nonfinite(loss)
+            return output
+        if bool(torch.isfinite(loss)):
             return output
         if self.hparams.get("skip_nonfinite"):
             self.skipped_steps += 1
@@ -78,12 +86,14 @@ def guard_nonfinite(step: Callable) -> Callable:
         terms = ", ".join(f"train/{k}={float(v):.4g}" for k, v in self._loss_terms.items()) or "none logged"
         raise NonFiniteLossError(
             f"non-finite loss {float(loss)} at global step {self.global_step} (epoch {self.current_epoch}, "
-            f"batch {batch_idx}); loss terms: {terms}. Lower the lr or check the inputs; "
-            f"model.init_args.skip_nonfinite: true skips such steps instead"
+            f"batch {batch_idx}); loss terms: {terms}. {NONFINITE_HINT}"
         )
 
     guarded.guards_nonfinite = True
     return guarded
+
+
+NONFINITE_HINT = "Lower the lr or check the inputs; model.init_args.skip_nonfinite: true skips such steps instead"
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
@@ -164,6 +174,7 @@ class BaseMethod(L.LightningModule):
             raise UserError(f"augment_on='{augment_on}' is not valid: use 'loader' or 'device'")
         self.skipped_steps = 0
         self._loss_terms: dict[str, torch.Tensor] = {}
+        self._first_nonfinite_step: torch.Tensor | None = None  # accelerators: see guard_nonfinite
         self._device_augment: dict = {}  # view -> BatchedPipeline, filled by setup() when on device
         self.save_hyperparameters()
         self.backbone = self.build_backbone()
@@ -262,10 +273,36 @@ class BaseMethod(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         return {"probs": self.eval_logits(batch["image"]).float().softmax(-1), "index": batch["index"]}
 
-    # ------------------------------------------------------------------ EMA bookkeeping
+    # ------------------------------------------------------------------ non-finite losses, EMA
+    def checks_loss_each_step(self, loss: torch.Tensor) -> bool:
+        """Read the loss on the host every step: on the CPU (free) or when skipping bad steps."""
+        return loss.device.type == "cpu" or bool(self.hparams.get("skip_nonfinite"))
+
+    def _record_nonfinite(self, loss: torch.Tensor) -> None:
+        """Keep the first global step with a non-finite loss on the device (no host sync)."""
+        if self._first_nonfinite_step is None or self._first_nonfinite_step.device != loss.device:
+            self._first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        first = self._first_nonfinite_step
+        bad = ~torch.isfinite(loss.detach()) & (first < 0)
+        self._first_nonfinite_step = torch.where(bad, torch.full_like(first, self.global_step), first)
+
+    def _raise_recorded_nonfinite(self) -> None:
+        if self._first_nonfinite_step is not None and int(self._first_nonfinite_step) >= 0:
+            raise NonFiniteLossError(
+                f"non-finite loss at global step {int(self._first_nonfinite_step)} (seen at step "
+                f"{self.global_step}, epoch {self.current_epoch}: on accelerators the check runs when a "
+                f"step is logged). {NONFINITE_HINT}"
+            )
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update(self.backbone, self.global_step)
+        if self._first_nonfinite_step is not None and self.trainer is not None \
+                and self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            self._raise_recorded_nonfinite()  # the logging step reads metrics from the device anyway
+
+    def on_train_epoch_end(self) -> None:
+        self._raise_recorded_nonfinite()
 
     # ------------------------------------------------------------------ optimization
     def param_groups(self) -> list[dict[str, Any]]:
