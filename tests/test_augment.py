@@ -215,3 +215,17 @@ def test_per_image_and_batched_paths_share_one_distribution():
     assert _max_z(a, b) < 3.5
     other = _stats(build_batched("flip+crop+rand-n3-m15+cutout")(inputs).float(), inputs.float())
     assert _max_z(a, other) > 3.5
+
+
+def test_sync_free_colour_path_equals_the_selective_one():
+    """The accelerator branch (every sample computes every op, keeps its own) = the CPU branch."""
+    from lit_effdl.augment.batched import _colour_slot
+    from lit_effdl.augment.randaugment import RA_OPS, draw_ops
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (200, 3, 12, 12)).float()
+    idx, mag, sign = draw_ops(200, 1, 20.0, 0.0, len(RA_OPS))
+    selective = _colour_slot(x.clone(), idx[:, 0], mag[:, 0], sign[:, 0], 255.0, select=True)
+    everyone = _colour_slot(x.clone(), idx[:, 0], mag[:, 0], sign[:, 0], 255.0, select=False)
+    torch.testing.assert_close(selective, everyone)
+    assert not torch.equal(selective, x)

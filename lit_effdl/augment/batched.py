@@ -57,8 +57,8 @@ class BatchedPipeline:
         for name, a in self.steps:
             if name == "flip":
                 m = torch.eye(3, device=dev).repeat(b, 1, 1)
-                flip = torch.rand(b, device=dev) < a["p"]
-                m[flip, 0, 0], m[flip, 0, 2] = -1.0, w - 1.0
+                flip = (torch.rand(b, device=dev) < a["p"]).float()  # no boolean indexing: no host sync
+                m[:, 0, 0], m[:, 0, 2] = 1.0 - 2.0 * flip, (w - 1.0) * flip
                 geometry.append((m, "keep"))
             elif name == "crop":
                 pad = int(a["pad"]) if a["pad"] is not None else max(1, h // 8)
@@ -81,7 +81,7 @@ class BatchedPipeline:
                 self._randaugment(b, h, w, int(a["n"]), a["m"], a["mstd"], peak, geometry, colour, dev)
         if geometry:
             fill = round(self.fill * 255) if x.dtype == torch.uint8 else self.fill
-            x = ops.warp_work(x, geometry, fill)
+            x = ops.warp_work(x, geometry, fill, lead_axis_aligned=True)  # flips and crops lead
         if colour:  # one float copy for all colour steps, rounded once at the end (as per image)
             dtype, x = x.dtype, x.float()
             for step in colour:
@@ -122,15 +122,24 @@ def _slot_matrix(idx: torch.Tensor, mag: torch.Tensor, sign: torch.Tensor, h: in
     return m
 
 
-def _colour_slot(x: torch.Tensor, idx, mag, sign, peak: float) -> torch.Tensor:
-    """Apply each colour op of one RandAugment slot to the samples that drew it."""
+def _colour_slot(x: torch.Tensor, idx, mag, sign, peak: float, select: bool | None = None) -> torch.Tensor:
+    """Apply each colour op of one RandAugment slot to the samples that drew it.
+
+    On the CPU only the drawers are computed (finding them reads the draws on the host, which is
+    free there); on an accelerator every sample computes every op and keeps its own draw's result,
+    so a training step never waits on a host read. ``select`` forces one or the other."""
+    on_cpu = x.device.type == "cpu" if select is None else select
     for j, name in enumerate(RA_OPS):
         if OP_TABLE[name][0] == "geom" or name == "identity":
             continue
-        sel = (idx == j).nonzero().squeeze(1)
-        if sel.numel():
-            param = op_param(name, mag.index_select(0, sel), sign.index_select(0, sel))
-            x.index_copy_(0, sel, ops.COLOR_OPS[name](x.index_select(0, sel), param, peak))
+        if on_cpu:
+            sel = (idx == j).nonzero().squeeze(1)
+            if sel.numel():
+                param = op_param(name, mag.index_select(0, sel), sign.index_select(0, sel))
+                x.index_copy_(0, sel, ops.COLOR_OPS[name](x.index_select(0, sel), param, peak))
+        else:
+            drew = (idx == j).view(-1, 1, 1, 1)
+            x = torch.where(drew, ops.COLOR_OPS[name](x, op_param(name, mag, sign), peak), x)
     return x
 
 

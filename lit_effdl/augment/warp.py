@@ -55,14 +55,15 @@ def reflect(v: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(v > size - 1, period - v, v)
 
 
-def warp_work(x: torch.Tensor, steps: Steps, fill_value: float) -> torch.Tensor:
+def warp_work(x: torch.Tensor, steps: Steps, fill_value: float, lead_axis_aligned: bool | None = None) -> torch.Tensor:
     """Apply ``steps`` in order to a ``(B, C, H, W)`` batch (float, or uint8: no float copy) with
     nearest sampling; ``fill_value`` in the batch's units. Each output pixel is traced back through
     the steps, so a chain equals applying the steps one by one.
 
     Fast path (every preset): the ``keep`` / ``reflect`` steps come first, are axis-aligned (flips,
     crops) and hold at most one ``reflect``. Then the ``fill`` steps are traced and checked, the lead
-    is two per-sample scalars per axis, and the sample is one ``gather``.
+    is two per-sample scalars per axis, and the sample is one ``gather``. ``lead_axis_aligned=True``
+    (the caller built the lead from flips and crops) skips checking that on the host: no sync on GPUs.
     """
     b, _, h, w = x.shape
     modes = [mode for _, mode in steps]
@@ -77,14 +78,14 @@ def warp_work(x: torch.Tensor, steps: Steps, fill_value: float) -> torch.Tensor:
         for m, _ in lead[1:]:
             composed = m.to(x.device, ft) @ composed
         lead_inv = affine_inverse(composed)
-        if bool((lead_inv[:, 0, 1] != 0).any() | (lead_inv[:, 1, 0] != 0).any()):  # not axis-aligned
+        if not lead_axis_aligned and bool((lead_inv[:, 0, 1] != 0).any() | (lead_inv[:, 1, 0] != 0).any()):
             return _warp_traced(x, steps, fill_value)
     pts = base_points(h, w, x.device, ft)[None, :2]
     outside = None
-    half = torch.tensor([[[w / 2.0], [h / 2.0]]], device=x.device, dtype=ft)
     for m, _ in reversed(rest):
         pts = apply_affine(affine_inverse(m.to(x.device, ft)), pts)
-        now = (pts - (half - 0.5)).abs_().gt_(half).any(1)  # left the image at this step
+        now = (pts[:, 0] - (w - 1) / 2.0).abs_().gt_(w / 2.0)  # left the image at this step
+        now = now.logical_or_((pts[:, 1] - (h - 1) / 2.0).abs_().gt_(h / 2.0)).bool()
         outside = now if outside is None else outside.logical_or_(now)
     if lead_inv is not None:  # axis-aligned: x' = sx * x + tx, y' = sy * y + ty, per sample
         pts = torch.addcmul(lead_inv[:, :2, 2:], lead_inv[:, [0, 1], [0, 1]][:, :, None], pts)
@@ -92,7 +93,7 @@ def warp_work(x: torch.Tensor, steps: Steps, fill_value: float) -> torch.Tensor:
     px, py = src[:, 0], src[:, 1]
     if "reflect" in modes:
         px, py = reflect(px, w), reflect(py, h)
-    index = torch.addcmul(px, py, torch.tensor(float(w), dtype=ft, device=x.device))  # exact below 2^24
+    index = torch.add(px, py, alpha=w)  # y * w + x, exact in float32 below 2^24
     c = x.shape[1]
     flat = x.reshape(b, c, h * w)
     if outside is not None:  # one extra pixel holding the fill value, the source of outside points
