@@ -81,11 +81,14 @@ def test_short_fit_logs_mask_rate_and_uses_ema(fast_trainer_kwargs):
                              labeled_samples_per_epoch=48)
     model = FixMatch(num_classes=4, in_chans=3, threshold=0.5, augment_on="device")
     assert model.ema is not None  # EMA for evaluation is on by default
-    trainer = L.Trainer(max_epochs=2, **fast_trainer_kwargs)
+    trainer = L.Trainer(max_epochs=2, log_every_n_steps=2, **fast_trainer_kwargs)
     trainer.fit(model, datamodule=dm)
     metrics = trainer.callback_metrics
     assert 0.0 <= float(metrics["train/mask_rate_epoch"]) <= 1.0
     assert "train/pseudo_acc" in metrics and "val/acc" in metrics
+    # terms off the progress bar: per-step values on logging steps, batch-weighted epoch means
+    assert {"train/sup_loss_step", "train/sup_loss_epoch", "train/unsup_loss_epoch"} <= set(metrics)
+    assert torch.isfinite(metrics["train/sup_loss_epoch"]) and float(metrics["train/unsup_loss_epoch"]) >= 0.0
 
 
 @pytest.mark.parametrize("threshold", [0.0, -0.1, 1.5])

@@ -175,6 +175,7 @@ class BaseMethod(L.LightningModule):
         self.skipped_steps = 0
         self._loss_terms: dict[str, torch.Tensor] = {}
         self._first_nonfinite_step: torch.Tensor | None = None  # accelerators: see guard_nonfinite
+        self._term_sums: dict[str, tuple[torch.Tensor, int]] = {}  # see log_train
         self._device_augment: dict = {}  # view -> BatchedPipeline, filled by setup() when on device
         self.save_hyperparameters()
         self.backbone = self.build_backbone()
@@ -235,8 +236,26 @@ class BaseMethod(L.LightningModule):
         return batch["labeled"] if "labeled" in batch else batch
 
     def log_train(self, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False) -> None:
+        """``train/<name>``: per-step values (``_step``) and the batch-weighted epoch mean (``_epoch``).
+
+        Progress-bar terms go through ``self.log`` every step. The others are summed on the device
+        and handed to ``self.log`` only on the steps the logger writes and at the epoch's end: each
+        ``self.log`` call costs 0.5-1 ms of CPU in Lightning 2.6, as much as a small net's step part.
+        """
         self._loss_terms[name] = value.detach()
-        self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=prog_bar)
+        if prog_bar or self._trainer is None:
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=prog_bar)
+            return
+        total, count = self._term_sums.get(name, (0.0, 0))
+        self._term_sums[name] = (value.detach().float() * batch_size + total, count + batch_size)
+        if getattr(getattr(self.trainer, "_logger_connector", None), "should_update_logs", True):
+            self.log(f"train/{name}_step", value, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    def _log_epoch_terms(self) -> None:
+        """Epoch means of the terms ``log_train`` summed (averaged over ranks), then a fresh start."""
+        for name, (total, count) in self._term_sums.items():
+            self.log(f"train/{name}_epoch", total / max(count, 1), on_step=False, on_epoch=True, sync_dist=True)
+        self._term_sums = {}
 
     # ------------------------------------------------------------------ augmentation on the device
     def setup(self, stage: str) -> None:
@@ -303,6 +322,7 @@ class BaseMethod(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._raise_recorded_nonfinite()
+        self._log_epoch_terms()
 
     # ------------------------------------------------------------------ optimization
     def param_groups(self) -> list[dict[str, Any]]:
