@@ -99,6 +99,9 @@ def plot(summary: list[dict], methods: list[str], path: Path, dataset: str) -> N
         if full:
             ax.axhline(full[0]["mean"], linestyle="--", linewidth=1, color="grey", label=f"{m}, all labels")
     ax.set_xscale("log")
+    ticks = sorted({s["labels_per_class"] for s in summary if s["labels_per_class"] != "all"})
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("labels per class")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{dataset}: label efficiency")
