@@ -34,7 +34,10 @@ from lit_effdl.runtime import tune_allocator
 class EffdlCLI(LightningCLI):
     """LightningCLI with checkpointing on ``val/acc``, LR monitoring and data -> model links."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, resume_ckpt_path: str | None = None, **kwargs) -> None:
+        """``resume_ckpt_path``: with ``run=False``, the checkpoint the caller will resume ``fit`` from,
+        so the default logger reuses that run's folder (as ``fit --ckpt_path`` does)."""
+        self._resume_ckpt_path = resume_ckpt_path
         tune_allocator()  # before any batch is allocated (see lit_effdl.runtime)
         super().__init__(*args, **kwargs)
 
@@ -111,7 +114,7 @@ class EffdlCLI(LightningCLI):
 
     def _default_logger(self, root: str) -> TensorBoardLogger:
         """TensorBoard under ``lightning_logs/``; resuming a fit reuses the run folder it resumes."""
-        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else self._resume_ckpt_path
         return TensorBoardLogger(save_dir=root, name="lightning_logs", version=resumed_version(root, ckpt_path))
 
 

@@ -50,7 +50,8 @@ def fit_and_test(config: str, overrides: list[str], root_dir: str | Path, quiet:
                                 "|LeafSpec|logging interval|litlogger|no last checkpoint available|called without a model).*")
         cli = EffdlCLI(BaseMethod, LabelBudgetDataModule, subclass_mode_model=True, subclass_mode_data=True,
                        seed_everything_default=0, trainer_defaults=defaults, args=args, run=False,
-                       save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+                       save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
+                       resume_ckpt_path=ckpt_path)
         trainer = cli.trainer
         trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -94,6 +94,7 @@ def test_killed_in_round_2_resumes_in_round_2(tmp_path, monkeypatch):
     results = driver.run_rounds(str(config), out)
     assert [c[0] for c in calls] == ["round_2"]  # finished rounds are not redone
     assert calls[0][1] is not None and calls[0][1].endswith("last.ckpt")  # resumed inside round 2
+    assert [p.name for p in (out / "round_2" / "lightning_logs").iterdir()] == ["version_0"]  # same run folder
     assert results[2]["global_step"] == 4  # 2 steps before the kill + 2 after
     assert _digest(out / "round_0") == round_0 and _digest(out / "round_1") == round_1
     assert hashlib.sha256(labels_2.read_bytes()).hexdigest() == labels_2_digest  # reused, not relabeled
