@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
 import torch
 
 from lit_effdl.cli import EffdlCLI
 from lit_effdl.data.datamodule import LabelBudgetDataModule
 from lit_effdl.methods.base import BaseMethod
+from lit_effdl.runtime import tune_allocator
+
+
+def _one_thread_worker() -> None:
+    warnings.filterwarnings("ignore")
+    tune_allocator()
+    torch.set_num_threads(1)
+
+
+def results_in_order(fn: Callable[..., Any], calls: list[tuple], jobs: int = 1) -> Iterator[Any]:
+    """``fn(*args)`` for each args tuple, yielded in order. ``jobs > 1`` runs that many at a time in
+    fresh processes with one thread each: for small networks the cores, not one fit's threads, are
+    the useful parallelism. ``fn`` must be importable (a module-level function)."""
+    if jobs <= 1:
+        yield from (fn(*args) for args in calls)
+        return
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_one_thread_worker) as pool:
+        futures = [pool.submit(fn, *args) for args in calls]
+        yield from (f.result() for f in futures)
 
 
 def fit_once(config: str, overrides: list[str], root: str, test: bool = False) -> dict[str, float]:

@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import statistics
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -34,6 +31,9 @@ import torch
 from lit_effdl.data import DigitsDataModule
 from lit_effdl.methods import Distill, Supervised
 from lit_effdl.runtime import tune_allocator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _fits import results_in_order  # noqa: E402
 
 RUNS = ("student_alone_5", "kd_5_unlabeled", "student_alone_all", "kd_all")
 IMAGE_SIZE = 16
@@ -85,12 +85,6 @@ def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str,
     return fit.test(model, dm, verbose=False)[0]["test/acc"]
 
 
-def _worker_init() -> None:
-    warnings.filterwarnings("ignore")
-    tune_allocator()
-    torch.set_num_threads(1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -122,14 +116,9 @@ def main() -> None:
         print(f"teacher small_cnn_w64 (all labels): test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
     jobs = [(run, seed, teacher, args.epochs, args.augment, args.cutmix) for seed in args.seeds for run in args.runs]
     accs = {}
-    # independent student fits: --jobs N runs N at a time, one thread each (the machine's cores, not
-    # one fit's threads, are the useful parallelism for such small networks)
-    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) \
-            if args.jobs > 1 else nullcontext() as pool:
-        futures = {job[:2]: (pool.submit(train_student, *job) if pool else None) for job in jobs}
-        for run, seed, *rest in jobs:
-            accs[run, seed] = futures[run, seed].result() if pool else train_student(run, seed, *rest)
-            print(f"seed {seed} {run:<18} test/acc {accs[run, seed]:.4f}  [{time.time() - start:.0f}s]", flush=True)
+    for (run, seed, *_), acc in zip(jobs, results_in_order(train_student, jobs, args.jobs)):
+        accs[run, seed] = acc
+        print(f"seed {seed} {run:<18} test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
     results = {run: [accs[run, seed] for seed in args.seeds] for run in args.runs}
     print(f"\nstudent small_cnn_w16, test accuracy over seeds {args.seeds} (mean +- std)")
     summary = {}

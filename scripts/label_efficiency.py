@@ -16,20 +16,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing as mp
 import shlex
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _fits import results_in_order  # noqa: E402
 from noisy_student import fit_and_test, run_rounds  # noqa: E402
-
-import torch  # noqa: E402
 
 from lit_effdl.errors import UserError  # noqa: E402
 
@@ -120,10 +116,6 @@ def _timed_run(dataset: str, key: dict, out: Path) -> tuple[float, float]:
     return acc, round(time.perf_counter() - start, 1)
 
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="test accuracy vs labels per class")
     p.add_argument("--dataset", default="digits")
@@ -163,22 +155,19 @@ def main(argv: list[str] | None = None) -> None:
                     results.append(prior[-1])
                 else:
                     pending.append(key)
-    # independent fits: --jobs N runs N at a time, one thread each (small nets use cores, not threads)
-    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) \
-            if args.jobs > 1 else nullcontext() as pool:
-        futures = [pool.submit(_timed_run, args.dataset, key, out) for key in pending] if pool else []
-        for i, key in enumerate(pending):
-            try:
-                acc, seconds = futures[i].result() if pool else _timed_run(args.dataset, key, out)
-            except UserError as err:
-                print(f"label_efficiency: error: {err}", file=sys.stderr)
-                sys.exit(2)
-            row = {**key, "test_acc": acc, "seconds": seconds, "dataset": args.dataset}
-            results.append(row)
-            with done_file.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(f"{key['method']} labels/class={key['labels_per_class']} seed={key['seed']}: "
-                  f"test/acc {acc:.4f} ({seconds} s)", flush=True)
+    runs = results_in_order(_timed_run, [(args.dataset, key, out) for key in pending], args.jobs)
+    for key in pending:
+        try:
+            acc, seconds = next(runs)
+        except UserError as err:
+            print(f"label_efficiency: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        row = {**key, "test_acc": acc, "seconds": seconds, "dataset": args.dataset}
+        results.append(row)
+        with done_file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{key['method']} labels/class={key['labels_per_class']} seed={key['seed']}: "
+              f"test/acc {acc:.4f} ({seconds} s)", flush=True)
     summary = summarise(results)
     print(markdown_table(summary, methods, labels))
     plot(summary, methods, out / "label_efficiency.png", args.dataset)

@@ -127,11 +127,6 @@ def mismatch_message(origin: str, report: LoadReport, limit: int = 8) -> str:
     return f"weights in {origin} do not match the named architecture; " + "; ".join(parts)
 
 
-def load_backbone_checkpoint(model: nn.Module, path: str | Path, drop_classifier: bool = True) -> LoadReport:
-    """Read ``path`` safely and load its backbone weights into ``model`` (see ``load_weights``)."""
-    return load_weights(model, read_state_dict(path), drop_classifier=drop_classifier, origin=str(path))
-
-
 # ---------------------------------------------------------------------- foreign code bases
 def _is_counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
