@@ -1,7 +1,7 @@
 """The `lit-effdl` command: Lightning's CLI with this project's defaults.
 
 ``lit-effdl fit --config configs/digits/supervised.yaml --test_after_fit true`` trains, then
-tests the best checkpoint. Model and data are chosen by ``class_path`` (any ``BaseMethod`` and any
+tests the best checkpoint (``--test_checkpoint last``: the final weights). Model and data are chosen by ``class_path`` (any ``BaseMethod`` and any
 ``LabelBudgetDataModule``); ``num_classes``, ``in_chans`` and ``class_names`` come from the data.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
@@ -46,6 +47,11 @@ class EffdlCLI(LightningCLI):
             "--test_after_fit", type=bool, default=False,
             help="after fit, run test on the best checkpoint (one command, one test number)",
         )
+        parser.add_argument(
+            "--test_checkpoint", type=Literal["best", "last"], default="best",
+            help="the checkpoint tested after fit (and a Noisy Student round's next teacher): 'best' val/acc, "
+                 "or 'last', the final weights (EMA when on), the FixMatch paper's protocol",
+        )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val/acc",
@@ -65,10 +71,18 @@ class EffdlCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):
-            checkpoint = self.trainer.checkpoint_callback
-            ckpt = "best" if checkpoint is not None and checkpoint.best_model_path else None
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=self.checkpoint_to_test())
         write_run_status(self.trainer, "completed")
+
+    def checkpoint_to_test(self) -> str | None:
+        """The file ``test_checkpoint`` names after a fit: the best ``val/acc`` one or ``last.ckpt``
+        (``None``, the weights in memory, where that file was not written)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("test_checkpoint", "best") == "last":
+            final = getattr(self, "_final_checkpoint", None)
+            return (final.best_model_path if final is not None else "") or None
+        checkpoint = self.trainer.checkpoint_callback
+        return (checkpoint.best_model_path if checkpoint is not None else "") or None
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the checkpoint's hyperparameters here: a bad file gets one clear message."""
@@ -107,8 +121,9 @@ class EffdlCLI(LightningCLI):
         if self.subcommand in ("fit", None):  # None: run=False, the caller fits (scripts/noisy_student.py)
             checkpoints = os.path.join(trainer.log_dir or ".", "checkpoints")
             # Lightning 2.6 refreshes save_last only when a top-k file is saved: resuming needs every epoch
-            trainer.callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
-                                                     enable_version_counter=False))
+            self._final_checkpoint = ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
+                                                     enable_version_counter=False)
+            trainer.callbacks.append(self._final_checkpoint)
             trainer.callbacks.append(OnExceptionCheckpoint(dirpath=checkpoints))
         return trainer
 

@@ -4,7 +4,9 @@
         --methods supervised,pseudo_label,fixmatch,noisy_student --seeds 0,1,2 --jobs 2
 
 Every (method, labels per class, seed) trains ``configs/<dataset>/<method>.yaml`` with the label
-split and the seed both set to the seed. Prints a markdown table (mean +- std of test accuracy),
+split and the seed both set to the seed, and tests one protocol for every method
+(``--test-checkpoint``, default ``last``: the final weights, EMA where on, as the FixMatch paper
+reports; ``best`` picks the best val/acc epoch, on a validation set of labels the method never trains on). Prints a markdown table (mean +- std of test accuracy),
 writes ``label_efficiency.json`` and ``label_efficiency.png`` in ``--out``; the last stdout line is
 the JSON ``{"results": [{"method", "labels_per_class", "seed", "test_acc", "seconds"}, ...]}``.
 With ``all`` labels there is no unlabeled image: semi-supervised methods are skipped there.
@@ -42,14 +44,16 @@ DATASET_OVERRIDES = {
 }
 
 
-def run_one(dataset: str, method: str, labels: int | None, seed: int, out: Path, extra: list[str]) -> float:
+def run_one(dataset: str, method: str, labels: int | None, seed: int, out: Path, extra: list[str],
+            test_checkpoint: str = "last") -> float:
     config = str(ROOT / "configs" / dataset / f"{method}.yaml")
     if not Path(config).exists():
         raise UserError(f"no config {config}: methods with configs are {', '.join(METHODS)}")
     overrides = list(DATASET_OVERRIDES.get(dataset, {}).get(method, []))
     overrides += ["--seed_everything", str(seed), "--data.init_args.split_seed", str(seed),
-                  "--data.init_args.num_labels_per_class", "null" if labels is None else str(labels), *extra]
-    run_dir = out / method / f"lpc{labels or 'all'}" / f"seed{seed}"
+                  "--data.init_args.num_labels_per_class", "null" if labels is None else str(labels),
+                  "--test_checkpoint", test_checkpoint, *extra]
+    run_dir = out / method / f"lpc{labels or 'all'}" / f"seed{seed}-{test_checkpoint}"
     if extra:  # other settings, other folder (the rounds driver resumes whatever it finds there)
         run_dir = run_dir.with_name(run_dir.name + "_" + hashlib.sha1(" ".join(extra).encode()).hexdigest()[:8])
     if method in ROUNDS_METHODS:
@@ -112,7 +116,7 @@ def _timed_run(dataset: str, key: dict, out: Path) -> tuple[float, float]:
     """One (method, labels per class, seed) fit: (test accuracy, seconds)."""
     start = time.perf_counter()
     labels = None if key["labels_per_class"] == "all" else key["labels_per_class"]
-    acc = run_one(dataset, key["method"], labels, key["seed"], out, shlex.split(key["extra"]))
+    acc = run_one(dataset, key["method"], labels, key["seed"], out, shlex.split(key["extra"]), key["test_checkpoint"])
     return acc, round(time.perf_counter() - start, 1)
 
 
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jobs", type=int, default=1, help="fits run in parallel, one thread each (e.g. 2 on 2 cores)")
     p.add_argument("--extra", default="", help="lit-effdl overrides for every run, e.g. '--trainer.max_epochs 5' "
                    "(recorded in each result)")
+    p.add_argument("--test-checkpoint", choices=("last", "best"), default="last",
+                   help="the checkpoint tested, the same for every method: final weights or best val/acc")
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     labels = [k.strip() for k in args.labels_per_class.split(",") if k.strip()]
@@ -148,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
             if k == "all" and m != "supervised":
                 continue
             for s in seeds:
-                key = {"method": m, "labels_per_class": k if k == "all" else int(k), "seed": s, "extra": args.extra}
+                key = {"method": m, "labels_per_class": k if k == "all" else int(k), "seed": s, "extra": args.extra,
+                       "test_checkpoint": args.test_checkpoint}
                 prior = [d for d in done if all(d.get(a) == b for a, b in key.items())
                          and d.get("dataset", args.dataset) == args.dataset]
                 if prior:

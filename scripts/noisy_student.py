@@ -1,7 +1,8 @@
 """Noisy Student self-training, round after round, resumable: ``scripts/noisy_student.py --config ...``.
 
 Round 0 trains a teacher on the labels; round r >= 1 trains the config's r-th backbone as a noised
-student on labeled + pseudo-labeled images, labeled by round r-1's un-noised best checkpoint.
+student on labeled + pseudo-labeled images, labeled by round r-1's un-noised tested checkpoint
+(``test_checkpoint``: best val/acc, or the final weights).
 Each round is a sub-folder of ``--out``: ``round_<r>/`` holds its TensorBoard logs and checkpoints,
 ``pseudo_labels.pt`` (rounds >= 1) and ``metrics.json`` (written last: a round with it is done).
 A killed run started again with the same ``--out`` skips finished rounds and resumes the round it
@@ -35,9 +36,10 @@ METRICS_FILE = "metrics.json"
 
 def fit_and_test(config: str, overrides: list[str], root_dir: str | Path, quiet: bool = True,
                  ckpt_path: str | None = None) -> dict:
-    """Train ``config`` (+ ``lit-effdl`` style overrides) in this process, test the best checkpoint.
+    """Train ``config`` (+ ``lit-effdl`` style overrides) in this process, test the checkpoint its
+    ``test_checkpoint`` names (best val/acc by default, or the final one).
 
-    Returns ``{"test_acc", "best_model_path", "val_acc", "global_step"}``.
+    Returns ``{"test_acc", "tested_checkpoint", "best_model_path", "val_acc", "global_step"}``.
     """
     args = ["--config", config, *overrides, "--trainer.default_root_dir", str(root_dir)]
     defaults = {"log_every_n_steps": 10, "callbacks": [], "enable_model_summary": not quiet,
@@ -54,11 +56,13 @@ def fit_and_test(config: str, overrides: list[str], root_dir: str | Path, quiet:
                        resume_ckpt_path=ckpt_path)
         trainer = cli.trainer
         trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        result = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=not quiet)
+        tested = cli.checkpoint_to_test()
+        result = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=tested, verbose=not quiet)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     val = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     return {
         "test_acc": float(result[0]["test/acc"]),
+        "tested_checkpoint": tested or "",
         "best_model_path": best,
         "val_acc": None if val is None else float(val),
         "global_step": int(trainer.global_step),
@@ -102,7 +106,7 @@ def run_rounds(config: str, out: str | Path, overrides: list[str] | None = None,
             metrics.update(round=r, backbone=backbone, teacher_checkpoint=teacher_ckpt)
             write_json_atomic(metrics_path, metrics)
         results.append(metrics)
-        teacher_ckpt = metrics["best_model_path"]
+        teacher_ckpt = metrics.get("tested_checkpoint") or metrics["best_model_path"]
         if not quiet:
             print(f"round {r}: test/acc {metrics['test_acc']:.4f}", flush=True)
     return results

@@ -118,3 +118,21 @@ def test_smaller_student_warns_and_bad_knobs_refused():
         warnings.simplefilter("always")
         student.check_teacher(create_backbone("small_cnn_w16", 4))
     assert any("smaller than its teacher" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_test_checkpoint_picks_the_tested_weights_and_the_next_teacher(tmp_path, which):
+    """``test_checkpoint: last`` tests the final weights (the in-memory model at the end of fit) and hands
+    them to the next round; ``best`` the best val/acc file. ``mode: min`` makes the two files differ."""
+    config = tmp_path / "ns.yaml"
+    config.write_text(CONFIG.replace("backbones: [small_cnn_w8, small_cnn_w8, small_cnn_w8]", "backbones: [small_cnn_w8, small_cnn_w8]")
+                      .replace("max_epochs: 2", "max_epochs: 3"))
+    driver = _driver()
+    results = driver.run_rounds(str(config), tmp_path / "run", ["--test_checkpoint", which, "--checkpoint.mode", "min"])
+    tested = results[0]["tested_checkpoint"]
+    assert results[1]["teacher_checkpoint"] == tested
+    if which == "best":
+        assert tested == results[0]["best_model_path"] and Path(tested).name.startswith("best-")
+    else:
+        assert Path(tested).name == "last.ckpt" and tested != results[0]["best_model_path"]
+        assert torch.load(tested, weights_only=True)["global_step"] == 6  # 3 epochs x 2 steps: the final weights
