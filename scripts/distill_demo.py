@@ -53,18 +53,19 @@ def trainer(epochs: int, validate: bool = True) -> L.Trainer:
 
 def data(seed: int, labels: int | None, unlabeled_ratio: int = 0, val_fraction: float = 0.1,
          augment: str = "crop", batch_size: int = 64, steps: int | None = STEPS_PER_EPOCH) -> DigitsDataModule:
-    """Digits at 16x16, ``steps`` steps of ``batch_size`` labeled images an epoch (None: one pass)."""
+    """Digits at 16x16. An epoch is one pass over the labeled images when they are all labeled, else
+    ``steps`` steps of ``batch_size`` (drawn with replacement from the few labeled images)."""
     return DigitsDataModule(
         image_size=IMAGE_SIZE, num_labels_per_class=labels, split_seed=seed, batch_size=batch_size,
         val_fraction=val_fraction,
         unlabeled_ratio=unlabeled_ratio, labeled_augment=augment, unlabeled_weak_augment=augment,
-        labeled_samples_per_epoch=steps * batch_size if steps else None,
+        labeled_samples_per_epoch=steps * batch_size if steps and labels else None,
     )
 
 
 def train_teacher(out: Path, epochs: int, augment: str) -> tuple[Path, float]:
     L.seed_everything(0, verbose=False)
-    dm = data(0, None, val_fraction=0.0, augment=augment, steps=None)  # every train image (the test split is never seen)
+    dm = data(0, None, val_fraction=0.0, augment=augment)  # every train image (the test split is never seen)
     model = Supervised(backbone="small_cnn_w64", ema_decay=0.995, **COMMON)
     fit = trainer(epochs, validate=False)
     fit.fit(model, dm)
@@ -74,17 +75,18 @@ def train_teacher(out: Path, epochs: int, augment: str) -> tuple[Path, float]:
     return path, acc
 
 
-def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str, batch_size: int,
+def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str, batch_size: int, lr: float,
                   kd_options: dict) -> float:
     """One student fit; ``kd_options`` (alpha, temperature, cutmix_alpha) apply to the KD runs."""
     L.seed_everything(seed, verbose=False)
     labels = 5 if run.endswith("_5") or run == "kd_5_unlabeled" else None
     if run.startswith("student_alone"):
         dm = data(seed, labels, augment=augment, batch_size=batch_size)
-        model = Supervised(backbone="small_cnn_w16", **COMMON)
+        model = Supervised(backbone="small_cnn_w16", **{**COMMON, "lr": lr})
     else:
         dm = data(seed, labels, unlabeled_ratio=1 if labels else 0, augment=augment, batch_size=batch_size)
-        model = Distill(backbone="small_cnn_w16", teacher_checkpoint=str(teacher), **kd_options, **KD, **COMMON)
+        model = Distill(backbone="small_cnn_w16", teacher_checkpoint=str(teacher), **kd_options, **KD,
+                        **{**COMMON, "lr": lr})
     fit = trainer(epochs)
     fit.fit(model, dm)
     return fit.test(model, dm, verbose=False)[0]["test/acc"]
@@ -93,12 +95,13 @@ def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=90, help=f"student epochs ({STEPS_PER_EPOCH} steps each)")
+    parser.add_argument("--epochs", type=int, default=90, help="student epochs (about 20 steps each at batch 64)")
     parser.add_argument("--batch-size", type=int, default=64, help="labeled images per student step (every run)")
     parser.add_argument("--teacher-epochs", type=int, default=100)
     parser.add_argument("--augment", default="strong_noflip",
                         help="every student run's pipeline (with KD, teacher and student see its output)")
     parser.add_argument("--cutmix", type=float, default=0.0, help="CutMix alpha on the KD runs' labeled batches")
+    parser.add_argument("--lr", type=float, default=COMMON["lr"], help="every student run's peak learning rate")
     parser.add_argument("--alpha", type=float, default=0.1, help="KD runs: weight of the hard-label CE (1 - alpha: KD)")
     parser.add_argument("--temperature", type=float, default=4.0, help="KD runs: softmax temperature T")
     parser.add_argument("--teacher-augment", default="strong_noflip", help="the teacher's training pipeline")
@@ -123,7 +126,7 @@ def main() -> None:
         teacher, acc = train_teacher(out, args.teacher_epochs, args.teacher_augment)
         print(f"teacher small_cnn_w64 (all labels): test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
     kd_options = dict(alpha=args.alpha, temperature=args.temperature, cutmix_alpha=args.cutmix)
-    jobs = [(run, seed, teacher, args.epochs, args.augment, args.batch_size, kd_options)
+    jobs = [(run, seed, teacher, args.epochs, args.augment, args.batch_size, args.lr, kd_options)
             for seed in args.seeds for run in args.runs]
     accs = {}
     for (run, seed, *_), acc in zip(jobs, results_in_order(train_student, jobs, args.jobs)):
