@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
+import signal
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -16,7 +20,20 @@ from lit_effdl.methods.base import BaseMethod
 from lit_effdl.runtime import tune_allocator
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _exit_with_parent() -> None:
+    """Linux: SIGTERM this worker when the script that started it dies, so a killed script leaves
+    no orphan fits burning the cores (Python's process pool only notices between tasks)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent died before the call above
+            os._exit(1)
+
+
 def _one_thread_worker() -> None:
+    _exit_with_parent()
     warnings.filterwarnings("ignore")
     tune_allocator()
     torch.set_num_threads(1)
