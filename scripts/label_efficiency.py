@@ -10,7 +10,8 @@ reports; ``best`` picks the best val/acc epoch, on a validation set of labels th
 writes ``label_efficiency.json`` and ``label_efficiency.png`` in ``--out``; the last stdout line is
 the JSON ``{"results": [{"method", "labels_per_class", "seed", "test_acc", "seconds"}, ...]}``.
 With ``all`` labels there is no unlabeled image: semi-supervised methods are skipped there.
-Finished runs are kept in ``--out/runs.jsonl`` and not redone when the command is run again.
+Finished runs are kept in ``--out/runs.jsonl`` and not redone when the command is run again
+(a run is keyed by its settings and its config file's fingerprint: edit the config, it runs anew).
 """
 
 from __future__ import annotations
@@ -44,16 +45,27 @@ DATASET_OVERRIDES = {
 }
 
 
+def config_path(dataset: str, method: str) -> Path:
+    path = ROOT / "configs" / dataset / f"{method}.yaml"
+    if not path.exists():
+        raise UserError(f"no config {path}: methods with configs are {', '.join(METHODS)}")
+    return path
+
+
+def config_fingerprint(dataset: str, method: str) -> str:
+    """8 hex digits of the config file and this script's overrides for it: a changed recipe is a new run."""
+    recipe = config_path(dataset, method).read_bytes() + repr(DATASET_OVERRIDES.get(dataset, {}).get(method)).encode()
+    return hashlib.sha1(recipe).hexdigest()[:8]
+
+
 def run_one(dataset: str, method: str, labels: int | None, seed: int, out: Path, extra: list[str],
             test_checkpoint: str = "last") -> float:
-    config = str(ROOT / "configs" / dataset / f"{method}.yaml")
-    if not Path(config).exists():
-        raise UserError(f"no config {config}: methods with configs are {', '.join(METHODS)}")
+    config = str(config_path(dataset, method))
     overrides = list(DATASET_OVERRIDES.get(dataset, {}).get(method, []))
     overrides += ["--seed_everything", str(seed), "--data.init_args.split_seed", str(seed),
                   "--data.init_args.num_labels_per_class", "null" if labels is None else str(labels),
                   "--test_checkpoint", test_checkpoint, *extra]
-    run_dir = out / method / f"lpc{labels or 'all'}" / f"seed{seed}-{test_checkpoint}"
+    run_dir = out / method / f"lpc{labels or 'all'}" / f"seed{seed}-{test_checkpoint}-{config_fingerprint(dataset, method)}"
     if extra:  # other settings, other folder (the rounds driver resumes whatever it finds there)
         run_dir = run_dir.with_name(run_dir.name + "_" + hashlib.sha1(" ".join(extra).encode()).hexdigest()[:8])
     if method in ROUNDS_METHODS:
@@ -149,13 +161,18 @@ def main(argv: list[str] | None = None) -> None:
     done_file = out / "runs.jsonl"
     done = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
     results, pending = [], []
+    try:
+        fingerprints = {m: config_fingerprint(args.dataset, m) for m in methods}
+    except UserError as err:
+        print(f"label_efficiency: error: {err}", file=sys.stderr)
+        sys.exit(2)
     for m in methods:
         for k in labels:
             if k == "all" and m != "supervised":
                 continue
             for s in seeds:
                 key = {"method": m, "labels_per_class": k if k == "all" else int(k), "seed": s, "extra": args.extra,
-                       "test_checkpoint": args.test_checkpoint}
+                       "test_checkpoint": args.test_checkpoint, "config": fingerprints[m]}
                 prior = [d for d in done if all(d.get(a) == b for a, b in key.items())
                          and d.get("dataset", args.dataset) == args.dataset]
                 if prior:

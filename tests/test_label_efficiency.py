@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "--trainer.max_epochs 1 --data.init_args.labeled_samples_per_epoch 32 --trainer.limit_val_batches 2"
 
@@ -27,6 +29,9 @@ def test_parallel_fits_write_table_picture_and_json_then_resume(tmp_path):
     assert sorted((r["method"], r["labels_per_class"], r["seed"]) for r in rows) == [
         ("supervised", 2, 0), ("supervised", 2, 1)]
     assert all(0.0 <= r["test_acc"] <= 1.0 and r["seconds"] > 0 for r in rows)
+    for r in rows:  # the run folder names the protocol and the config's fingerprint (then the --extra hash)
+        assert r["test_checkpoint"] == "last"
+        assert list((tmp_path / "supervised" / "lpc2").glob(f"seed{r['seed']}-last-{r['config']}_*"))
     assert "| supervised |" in first.stdout
     assert (tmp_path / "label_efficiency.png").stat().st_size > 0
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
@@ -34,3 +39,23 @@ def test_parallel_fits_write_table_picture_and_json_then_resume(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout.strip().splitlines()[-1])["results"] == rows
     assert "test/acc" not in again.stdout
+
+
+def test_an_edited_config_is_a_new_run(tmp_path, monkeypatch):
+    """The cache key and the run folder carry the config's fingerprint: a stale result is never reused."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("label_efficiency_mod", ROOT / "scripts" / "label_efficiency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = tmp_path / "configs" / "digits" / "supervised.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text((ROOT / "configs" / "digits" / "supervised.yaml").read_text())
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    before = module.config_fingerprint("digits", "supervised")
+    config.write_text(config.read_text() + "# one edit\n")
+    assert module.config_fingerprint("digits", "supervised") != before
+    assert len(before) == 8
+    with pytest.raises(module.UserError, match="no config"):
+        module.config_fingerprint("digits", "nonexistent")
