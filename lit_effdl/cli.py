@@ -1,8 +1,9 @@
 """The `lit-effdl` command: Lightning's CLI with this project's defaults.
 
 ``lit-effdl fit --config configs/digits/supervised.yaml --test_after_fit true`` trains, then
-tests the best checkpoint (``--test_checkpoint last``: the final weights). Model and data are chosen by ``class_path`` (any ``BaseMethod`` and any
-``LabelBudgetDataModule``); ``num_classes``, ``in_chans`` and ``class_names`` come from the data.
+tests the best checkpoint (``--test_checkpoint last``: the final weights). Model and data are
+chosen by ``class_path`` (any ``BaseMethod`` and any ``LabelBudgetDataModule``); ``num_classes``,
+``in_chans`` and ``class_names`` come from the data.
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ class EffdlCLI(LightningCLI):
         """``resume_ckpt_path``: with ``run=False``, the checkpoint the caller will resume ``fit`` from,
         so the default logger reuses that run's folder (as ``fit --ckpt_path`` does)."""
         self._resume_ckpt_path = resume_ckpt_path
+        self._final_checkpoint: ModelCheckpoint | None = None  # the every-epoch last.ckpt writer
         tune_allocator()  # before any batch is allocated (see lit_effdl.runtime)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--test_after_fit", type=bool, default=False,
-            help="after fit, run test on the best checkpoint (one command, one test number)",
+            help="after fit, test the checkpoint --test_checkpoint names (one command, one test number)",
         )
         parser.add_argument(
             "--test_checkpoint", type=Literal["best", "last"], default="best",
@@ -79,7 +81,7 @@ class EffdlCLI(LightningCLI):
         (``None``, the weights in memory, where that file was not written)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("test_checkpoint", "best") == "last":
-            final = getattr(self, "_final_checkpoint", None)
+            final = self._final_checkpoint
             return (final.best_model_path if final is not None else "") or None
         checkpoint = self.trainer.checkpoint_callback
         return (checkpoint.best_model_path if checkpoint is not None else "") or None
