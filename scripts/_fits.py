@@ -28,7 +28,8 @@ def _exit_with_parent() -> None:
     no orphan fits burning the cores (Python's process pool only notices between tasks)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() == 1:  # the parent died before the call above
+        parent = mp.parent_process()
+        if parent is not None and os.getppid() != parent.pid:  # the parent died before the call above
             os._exit(1)
 
 

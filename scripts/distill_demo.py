@@ -52,14 +52,14 @@ def trainer(epochs: int, validate: bool = True) -> L.Trainer:
 
 
 def data(seed: int, labels: int | None, unlabeled_ratio: int = 0, val_fraction: float = 0.1,
-         augment: str = "crop", batch_size: int = 64, steps: int | None = STEPS_PER_EPOCH) -> DigitsDataModule:
+         augment: str = "crop", batch_size: int = 64) -> DigitsDataModule:
     """Digits at 16x16. An epoch is one pass over the labeled images when they are all labeled, else
-    ``steps`` steps of ``batch_size`` (drawn with replacement from the few labeled images)."""
+    STEPS_PER_EPOCH steps of ``batch_size`` (drawn with replacement from the few labeled images)."""
     return DigitsDataModule(
         image_size=IMAGE_SIZE, num_labels_per_class=labels, split_seed=seed, batch_size=batch_size,
         val_fraction=val_fraction,
         unlabeled_ratio=unlabeled_ratio, labeled_augment=augment, unlabeled_weak_augment=augment,
-        labeled_samples_per_epoch=steps * batch_size if steps and labels else None,
+        labeled_samples_per_epoch=STEPS_PER_EPOCH * batch_size if labels else None,
     )
 
 

@@ -6,8 +6,8 @@
 Every (method, labels per class, seed) trains ``configs/<dataset>/<method>.yaml`` with the label
 split and the seed both set to the seed, and tests one protocol for every method
 (``--test-checkpoint``, default ``last``: the final weights, EMA where on, as the FixMatch paper
-reports; ``best`` picks the best val/acc epoch, on a validation set of labels the method never trains on). Prints a markdown table (mean +- std of test accuracy),
-writes ``label_efficiency.json`` and ``label_efficiency.png`` in ``--out``; the last stdout line is
+reports; ``best`` picks the best val/acc epoch, on a validation set of labels the method never
+trains on). Prints a markdown table (mean +- std of test accuracy), writes ``label_efficiency.json`` and ``label_efficiency.png`` in ``--out``; the last stdout line is
 the JSON ``{"results": [{"method", "labels_per_class", "seed", "test_acc", "seconds"}, ...]}``.
 With ``all`` labels there is no unlabeled image: semi-supervised methods are skipped there.
 Finished runs are kept in ``--out/runs.jsonl`` and not redone when the command is run again
@@ -59,13 +59,15 @@ def config_fingerprint(dataset: str, method: str) -> str:
 
 
 def run_one(dataset: str, method: str, labels: int | None, seed: int, out: Path, extra: list[str],
-            test_checkpoint: str = "last") -> float:
+            test_checkpoint: str = "last", fingerprint: str | None = None) -> float:
+    """One fit (or one rounds run) in ``out/<method>/lpc<labels>/seed<seed>-<test_checkpoint>-<fingerprint>``."""
     config = str(config_path(dataset, method))
     overrides = list(DATASET_OVERRIDES.get(dataset, {}).get(method, []))
     overrides += ["--seed_everything", str(seed), "--data.init_args.split_seed", str(seed),
                   "--data.init_args.num_labels_per_class", "null" if labels is None else str(labels),
                   "--test_checkpoint", test_checkpoint, *extra]
-    run_dir = out / method / f"lpc{labels or 'all'}" / f"seed{seed}-{test_checkpoint}-{config_fingerprint(dataset, method)}"
+    fingerprint = fingerprint or config_fingerprint(dataset, method)
+    run_dir = out / method / f"lpc{labels or 'all'}" / f"seed{seed}-{test_checkpoint}-{fingerprint}"
     if extra:  # other settings, other folder (the rounds driver resumes whatever it finds there)
         run_dir = run_dir.with_name(run_dir.name + "_" + hashlib.sha1(" ".join(extra).encode()).hexdigest()[:8])
     if method in ROUNDS_METHODS:
@@ -128,7 +130,8 @@ def _timed_run(dataset: str, key: dict, out: Path) -> tuple[float, float]:
     """One (method, labels per class, seed) fit: (test accuracy, seconds)."""
     start = time.perf_counter()
     labels = None if key["labels_per_class"] == "all" else key["labels_per_class"]
-    acc = run_one(dataset, key["method"], labels, key["seed"], out, shlex.split(key["extra"]), key["test_checkpoint"])
+    acc = run_one(dataset, key["method"], labels, key["seed"], out, shlex.split(key["extra"]),
+                  key["test_checkpoint"], key["config"])
     return acc, round(time.perf_counter() - start, 1)
 
 
