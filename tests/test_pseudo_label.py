@@ -38,7 +38,8 @@ def test_online_weight_ramps_up_and_hidden_labels_are_unused(fast_trainer_kwargs
     assert torch.equal(loss, model.training_step(batch, 0))
 
 
-def test_offline_student_learns_from_the_teachers_file(tmp_path, fast_trainer_kwargs):
+@pytest.mark.parametrize("student_view", ["weak", "strong"])
+def test_offline_student_learns_from_the_teachers_file(tmp_path, fast_trainer_kwargs, student_view):
     L.seed_everything(0)
     teacher = Supervised(num_classes=4, in_chans=3, backbone="small_cnn_w8")
     kwargs = {**fast_trainer_kwargs, "enable_checkpointing": True}
@@ -48,8 +49,12 @@ def test_offline_student_learns_from_the_teachers_file(tmp_path, fast_trainer_kw
     trainer.save_checkpoint(ckpt)
     path = tmp_path / "labels.pt"
     student = PseudoLabel(num_classes=4, in_chans=3, backbone="small_cnn_w8", mode="offline", threshold=0.3,
-                          teacher_checkpoint=str(ckpt), pseudo_label_file=str(path))
-    L.Trainer(max_epochs=1, limit_val_batches=1, **fast_trainer_kwargs).fit(student, datamodule=_dm())
+                          teacher_checkpoint=str(ckpt), pseudo_label_file=str(path), student_view=student_view)
+    views, augment = [], student.augment_batch
+    student.augment_batch = lambda images, view: views.append(view) or augment(images, view)
+    dm = _dm(unlabeled_strong_augment="strong_noflip")
+    L.Trainer(max_epochs=1, limit_val_batches=1, **fast_trainer_kwargs).fit(student, datamodule=dm)
+    assert set(views) == {"labeled", student_view}  # the pseudo-labeled images come through that view only
     labels = load_pseudo_labels(path)
     assert labels.targets.ndim == 1 and (labels.confidence >= 0.3).all()  # hard labels above threshold
     assert torch.equal(student.pl_weights.cpu(), labels.weights())
@@ -61,6 +66,10 @@ def test_bad_input_messages():
         PseudoLabel(num_classes=4, threshold=0.0)
     with pytest.raises(UserError, match="mode"):
         PseudoLabel(num_classes=4, mode="sometimes")
+    with pytest.raises(UserError, match="student_view='noisy'"):
+        PseudoLabel(num_classes=4, mode="offline", student_view="noisy")
+    with pytest.raises(UserError, match="FixMatch"):
+        PseudoLabel(num_classes=4, mode="online", student_view="strong")
     with pytest.raises(UserError, match="teacher_checkpoint"):
         from lit_effdl.methods.pseudo_label import load_teacher
 

@@ -42,8 +42,6 @@ class NoisyStudent(PseudoLabel):
         python scripts/noisy_student.py --config configs/digits/noisy_student.yaml --out runs/ns
     """
 
-    student_view = "strong"
-
     def __init__(
         self,
         soft_labels: bool = True,
@@ -60,6 +58,7 @@ class NoisyStudent(PseudoLabel):
         if per_class is not None and per_class < 0:
             raise UserError(f"per_class={per_class} is not valid: use a positive count, 0 (mean) or null (off)")
         kwargs["mode"] = "offline"
+        kwargs.setdefault("student_view", "strong")  # the student learns under noise
         kwargs.setdefault("threshold", 1.0)  # unused: min_confidence filters here
         super().__init__(**kwargs)
 

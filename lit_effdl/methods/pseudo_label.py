@@ -76,10 +76,10 @@ class PseudoLabel(BaseMethod):
         pseudo_label_file: offline: where the pseudo-labels are saved / reused (.pt).
         backbones: rounds driver: one backbone per round, teacher first.
         round_index: rounds driver: which round this run is.
+        student_view: the unlabeled view the student learns from: ``weak`` (Lee 2013) or ``strong``
+            (RandAugment noise on the pseudo-labeled images; offline on digits: 0.938 -> 0.965).
         **kwargs: everything ``BaseMethod`` takes.
     """
-
-    student_view = "weak"  # which unlabeled view the student learns from
 
     def __init__(
         self,
@@ -91,15 +91,22 @@ class PseudoLabel(BaseMethod):
         pseudo_label_file: str | None = None,
         backbones: list[str] | None = None,
         round_index: int = 0,
+        student_view: Literal["weak", "strong"] = "weak",
         **kwargs,
     ):
         if mode not in ("online", "offline"):
             raise UserError(f"mode='{mode}' is not valid: use 'online' or 'offline'")
+        if student_view not in ("weak", "strong"):
+            raise UserError(f"student_view='{student_view}' is not valid: use 'weak' or 'strong'")
+        if mode == "online" and student_view != "weak":
+            raise UserError(f"student_view='{student_view}' with mode='online' is not valid: online pseudo-labels "
+                            "come from the view the model learns (weak); weak labels for a strong view is FixMatch")
         check_threshold(threshold)
         if lambda_u < 0 or rampup_epochs < 0:
             raise UserError(f"lambda_u={lambda_u}, rampup_epochs={rampup_epochs}: use values >= 0")
         super().__init__(**kwargs)
         self.mode, self.threshold, self.lambda_u, self.rampup_epochs = mode, threshold, lambda_u, rampup_epochs
+        self.student_view = student_view
         self.pseudo: PseudoLabelSet | None = None
         self.pseudo_stats: dict[str, float] = {}
 
