@@ -24,10 +24,11 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _exit_with_parent() -> None:
-    """Linux: SIGTERM this worker when the script that started it dies, so a killed script leaves
-    no orphan fits burning the cores (Python's process pool only notices between tasks)."""
+    """Linux: SIGKILL this worker when the script that started it dies, so a killed script leaves
+    no orphan fits burning the cores (Python's process pool only notices between tasks). Not SIGTERM:
+    Lightning's handler turns it into a failed task, and such a worker was seen waiting on forever."""
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         parent = mp.parent_process()
         if parent is not None and os.getppid() != parent.pid:  # the parent died before the call above
             os._exit(1)

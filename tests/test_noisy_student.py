@@ -136,3 +136,15 @@ def test_test_checkpoint_picks_the_tested_weights_and_the_next_teacher(tmp_path,
     else:
         assert Path(tested).name == "last.ckpt" and tested != results[0]["best_model_path"]
         assert torch.load(tested, weights_only=True)["global_step"] == 6  # 3 epochs x 2 steps: the final weights
+
+
+def test_the_student_learns_from_the_strong_view_through_the_cli_parser_too():
+    """The CLI fills every inherited argument with its own default: NoisyStudent's must be 'strong'
+    (the noise), not PseudoLabel's 'weak'."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(NoisyStudent, "model")
+    config = parser.parse_args(["--model.num_classes", "10"])
+    assert config.model.student_view == "strong"
+    assert NoisyStudent(**config.model.as_dict()).student_view == "strong"

@@ -4,6 +4,7 @@ student learns labeled + pseudo-labeled images under noise; the student is the n
 from __future__ import annotations
 
 import warnings
+from typing import Literal
 
 from torch import nn
 
@@ -34,6 +35,7 @@ class NoisyStudent(PseudoLabel):
         min_confidence: drop pseudo-labels whose top probability is below this, in [0, 1).
         per_class: balance to this many images per class; 0 = the mean kept count; None = off.
         require_larger_student: warn when the student has fewer parameters than its teacher.
+        student_view: the unlabeled view the student learns from; ``strong`` (RandAugment) is the noise.
         **kwargs: ``PseudoLabel``'s (``lambda_u``, ``teacher_checkpoint``, ``backbones``...) and
             ``BaseMethod``'s (``drop_rate``, ``drop_path_rate``, optimizer...) arguments.
 
@@ -49,6 +51,7 @@ class NoisyStudent(PseudoLabel):
         min_confidence: float = 0.3,
         per_class: int | None = 0,
         require_larger_student: bool = True,
+        student_view: Literal["weak", "strong"] = "strong",
         **kwargs,
     ):
         if temperature <= 0:
@@ -58,9 +61,8 @@ class NoisyStudent(PseudoLabel):
         if per_class is not None and per_class < 0:
             raise UserError(f"per_class={per_class} is not valid: use a positive count, 0 (mean) or null (off)")
         kwargs["mode"] = "offline"
-        kwargs.setdefault("student_view", "strong")  # the student learns under noise
         kwargs.setdefault("threshold", 1.0)  # unused: min_confidence filters here
-        super().__init__(**kwargs)
+        super().__init__(student_view=student_view, **kwargs)
 
     def select(self, predictions: dict, fingerprint: str) -> PseudoLabelSet:
         hp = self.hparams
