@@ -51,3 +51,27 @@ def test_fit_then_checkpoint_reload_gives_same_predictions(tmp_path, fast_traine
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     assert set(result) >= {"test/acc", "test/loss"}
     assert result["test/acc"] > 0.5  # 4 classes: chance is 0.25
+
+
+def test_warmup_counts_epochs_when_the_run_is_set_in_steps(fast_trainer_kwargs):
+    """max_steps with max_epochs=-1: one warm-up epoch is one epoch of batches, not the whole run."""
+    dm = SyntheticDataModule(num_classes=3, image_size=16, channels=3, num_train=32, num_test=8, batch_size=8)
+    model = Supervised(num_classes=3, in_chans=3, backbone="small_cnn_w8", warmup_epochs=1)
+    trainer = L.Trainer(max_steps=12, max_epochs=-1, limit_val_batches=0, **fast_trainer_kwargs)
+    trainer.fit(model, dm)
+    batches_per_epoch = trainer.num_training_batches
+    assert trainer.global_step == 12 and batches_per_epoch < 12
+    factor = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    assert factor(batches_per_epoch - 1) == warmup_cosine(batches_per_epoch - 1, 12, batches_per_epoch) == 1.0
+
+
+def test_a_run_without_length_is_refused_for_a_schedule(fast_trainer_kwargs):
+    import pytest
+
+    from lit_effdl.errors import UserError
+
+    dm = SyntheticDataModule(num_classes=3, image_size=16, channels=3, num_train=32, num_test=8, batch_size=8)
+    model = Supervised(num_classes=3, in_chans=3, backbone="small_cnn_w8", scheduler="cosine")
+    trainer = L.Trainer(max_epochs=-1, max_time={"seconds": 5}, limit_val_batches=0, **fast_trainer_kwargs)
+    with pytest.raises(UserError, match="max_steps"):
+        trainer.fit(model, dm)

@@ -338,8 +338,18 @@ class BaseMethod(L.LightningModule):
             optimizer = torch.optim.AdamW(groups, lr=hp.lr)
         if hp.scheduler == "constant" and not hp.warmup_epochs:
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise UserError(f"scheduler='{hp.scheduler}' (warmup_epochs={hp.warmup_epochs}) needs a run of known "
+                            "length: set trainer.max_epochs or trainer.max_steps (max_time alone has none)")
+        total = int(total)
+        if not math.isfinite(self.trainer.num_training_batches):
+            self.trainer.fit_loop.setup_data()  # as estimated_stepping_batches does, which skips it for max_epochs=-1
+        batches = self.trainer.num_training_batches  # per epoch
+        if math.isfinite(batches):  # right with max_steps and max_epochs=-1 too
+            steps_per_epoch = max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
+        else:
+            steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         warmup = int(round(hp.warmup_epochs * steps_per_epoch))
         min_ratio = 1.0 if hp.scheduler == "constant" else hp.min_lr_ratio
         schedule = torch.optim.lr_scheduler.LambdaLR(
