@@ -77,7 +77,7 @@ def train_teacher(out: Path, epochs: int, augment: str) -> tuple[Path, float]:
 
 def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str, batch_size: int, lr: float,
                   kd_options: dict) -> float:
-    """One student fit; ``kd_options`` (alpha, temperature, cutmix_alpha) apply to the KD runs."""
+    """One student fit; ``kd_options`` (alpha, temperature, mixup / cutmix alpha) apply to the KD runs."""
     L.seed_everything(seed, verbose=False)
     labels = 5 if run.endswith("_5") or run == "kd_5_unlabeled" else None
     if run.startswith("student_alone"):
@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--augment", default="strong_noflip",
                         help="every student run's pipeline (with KD, teacher and student see its output)")
     parser.add_argument("--cutmix", type=float, default=0.0, help="CutMix alpha on the KD runs' labeled batches")
+    parser.add_argument("--mixup", type=float, default=0.0,
+                        help="Mixup alpha on the KD runs' labeled batches (function matching)")
     parser.add_argument("--lr", type=float, default=COMMON["lr"], help="every student run's peak learning rate")
     parser.add_argument("--alpha", type=float, default=0.1, help="KD runs: weight of the hard-label CE (1 - alpha: KD)")
     parser.add_argument("--temperature", type=float, default=4.0, help="KD runs: softmax temperature T")
@@ -125,7 +127,8 @@ def main() -> None:
     else:
         teacher, acc = train_teacher(out, args.teacher_epochs, args.teacher_augment)
         print(f"teacher small_cnn_w64 (all labels): test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
-    kd_options = dict(alpha=args.alpha, temperature=args.temperature, cutmix_alpha=args.cutmix)
+    kd_options = dict(alpha=args.alpha, temperature=args.temperature, cutmix_alpha=args.cutmix,
+                      mixup_alpha=args.mixup)
     jobs = [(run, seed, teacher, args.epochs, args.augment, args.batch_size, args.lr, kd_options)
             for seed in args.seeds for run in args.runs]
     accs = {}

@@ -1,9 +1,11 @@
 """BaseMethod plumbing: EMA warm-up, parameter groups, schedule, checkpoint round trip."""
 
 import lightning as L
+import pytest
 import torch
 
 from lit_effdl.data import SyntheticDataModule
+from lit_effdl.errors import UserError
 from lit_effdl.methods import Supervised
 from lit_effdl.methods.base import WeightEMA, warmup_cosine
 
@@ -66,10 +68,6 @@ def test_warmup_counts_epochs_when_the_run_is_set_in_steps(fast_trainer_kwargs):
 
 
 def test_a_run_without_length_is_refused_for_a_schedule(fast_trainer_kwargs):
-    import pytest
-
-    from lit_effdl.errors import UserError
-
     dm = SyntheticDataModule(num_classes=3, image_size=16, channels=3, num_train=32, num_test=8, batch_size=8)
     model = Supervised(num_classes=3, in_chans=3, backbone="small_cnn_w8", scheduler="cosine")
     trainer = L.Trainer(max_epochs=-1, max_time={"seconds": 5}, limit_val_batches=0, **fast_trainer_kwargs)

@@ -155,11 +155,40 @@ def test_bf16_mixed_loss_in_float32(teacher_file):
     assert dtypes["loss"] == torch.float32
 
 
-def test_cutmix_composes_with_distillation(teacher_file):
-    model = distill(teacher_file, cutmix_alpha=1.0)
-    trainer = make_trainer(max_steps=2)
-    trainer.fit(model, data())
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+@pytest.mark.parametrize("mix", [dict(mixup_alpha=1.0), dict(cutmix_alpha=1.0)])
+def test_teacher_and_student_see_the_same_mixed_images(teacher_file, mix):
+    torch.manual_seed(0)
+    model = distill(teacher_file, alpha=0.5, **mix)
+    model.teacher = model.build_teacher()
+    images = torch.rand(8, 3, 16, 16)
+    targets = torch.arange(8) % 4
+    batch = {"labeled": {"image": images, "target": targets, "index": torch.arange(8)}}
+    seen, ce_targets = {}, {}
+
+    def record(name):
+        def hook(module, args, output) -> None:
+            seen[name] = args[0].clone()
+        return hook
+
+    model.backbone.register_forward_hook(record("student"))
+    model.teacher.register_forward_hook(record("teacher"))
+    original = model._mix
+
+    def spy(x, t):
+        mixed, soft = original(x, t)
+        ce_targets["soft"] = soft
+        return mixed, soft
+
+    model._mix = spy
+    losses = model.compute_losses(batch)
+    assert torch.equal(seen["student"], seen["teacher"])
+    assert not torch.allclose(seen["student"], model.prepare(images)), "the batch was not mixed"
+    soft = ce_targets["soft"]
+    assert soft.shape == (8, 4) and torch.allclose(soft.sum(1), torch.ones(8))
+    assert (soft < 1).any(), "the CE targets were not mixed with the images"
+    assert torch.isfinite(losses["loss"]) and losses["loss_ce"] > 0
+    losses["loss"].backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -167,6 +196,8 @@ def test_cutmix_composes_with_distillation(teacher_file):
     (dict(alpha=1.5), "alpha=1.5"),
     (dict(teacher_checkpoint=None), "teacher has no weights"),
     (dict(cache_teacher_logits=True, cutmix_alpha=1.0), "CutMix"),
+    (dict(cache_teacher_logits=True, mixup_alpha=0.4), "mixup_alpha=0.4"),
+    (dict(mixup_alpha=-1.0), "mixup_alpha=-1.0"),
 ])
 def test_bad_arguments(teacher_file, kwargs, match):
     with pytest.raises(UserError, match=match):

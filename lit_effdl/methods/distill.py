@@ -2,7 +2,7 @@
 
 total = alpha * CE(label, student) + (1 - alpha) * [KD(labeled) + unlabeled_weight * KD(unlabeled)],
 KD = KL(softmax(teacher / T) || softmax(student / T)) * T^2 (``lit_effdl.losses.kd_kl_loss``).
-Teacher and student always see the same (augmented, CutMix-ed) images.
+Teacher and student always see the same (augmented, Mixup / CutMix-ed) images.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_effdl.augment.mix import Mix
 from lit_effdl.errors import UserError
 from lit_effdl.losses import distillation_loss, kd_kl_loss
 from lit_effdl.methods.base import BaseMethod
@@ -62,8 +63,12 @@ class Distill(BaseMethod):
             labels are never read (distillation from the teacher alone).
         unlabeled_weight: weight of the distillation term on unlabeled batches (data.unlabeled_ratio > 0).
         unlabeled_view: which augmented view of unlabeled images both networks see.
-        cutmix_alpha: CutMix on labeled batches (Beta(a, a) box area); 0 turns it off. Teacher and
-            student see the same mixed images; the CE target is mixed too.
+        mixup_alpha: Mixup on labeled batches (Beta(a, a)); 0 turns it off. Teacher and student see
+            the same mixed images (Beyer et al. 2022's function matching); the CE target is mixed too.
+        cutmix_alpha: CutMix on labeled batches (Beta(a, a); the label weight is the pasted box's
+            true area); 0 turns it off.
+        mix_prob: probability that a labeled batch is mixed.
+        mix_switch_prob: probability of CutMix rather than Mixup when both are on.
         save_teacher: store the teacher's weights in every student checkpoint.
         cache_teacher_logits: run the teacher once over the train images, keep fp16 logits by
             sample index and reuse them (only valid without random augmentation of the inputs).
@@ -85,7 +90,10 @@ class Distill(BaseMethod):
         alpha: float = 0.5,
         unlabeled_weight: float = 1.0,
         unlabeled_view: Literal["weak", "strong"] = "weak",
+        mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        mix_prob: float = 1.0,
+        mix_switch_prob: float = 0.5,
         save_teacher: bool = False,
         cache_teacher_logits: bool = False,
         teacher_cache_file: str | None = None,
@@ -99,15 +107,16 @@ class Distill(BaseMethod):
             raise UserError(f"unlabeled_weight={unlabeled_weight} is not valid: use 0 or more")
         if unlabeled_view not in ("weak", "strong"):
             raise UserError(f"unlabeled_view='{unlabeled_view}' is not valid: use 'weak' or 'strong'")
-        if cutmix_alpha < 0:
-            raise UserError(f"cutmix_alpha={cutmix_alpha} is not valid: use 0 (off) or a positive value")
-        if cutmix_alpha > 0 and cache_teacher_logits:
-            raise UserError("cache_teacher_logits with cutmix_alpha > 0 is not valid: CutMix is random, "
-                            "cached teacher logits would not match the mixed images; set cutmix_alpha: 0")
+        mix = Mix(mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
+        if mix.active and cache_teacher_logits:
+            raise UserError(f"cache_teacher_logits with mixup_alpha={mixup_alpha} / cutmix_alpha={cutmix_alpha} "
+                            "is not valid: Mixup and CutMix are random, cached teacher logits would not match "
+                            "the mixed images; set both to 0")
         if not (teacher_checkpoint or teacher_pretrained):
             raise UserError("the teacher has no weights: give teacher_checkpoint (a trained model) or "
                             "teacher_pretrained: true (a timm model); a random teacher teaches nothing")
         super().__init__(**kwargs)
+        self.mix = mix
         self.teacher: FrozenTeacher | None = None  # built in setup(): never needed to load a student
         self.teacher_val_acc = MulticlassAccuracy(self.hparams.num_classes, average="micro")
         self._teacher_acc_logged = False
@@ -171,8 +180,8 @@ class Distill(BaseMethod):
         n_l = labeled["image"].shape[0]
         x = self.prepare(labeled["image"])
         targets = labeled.get("target") if hp.alpha > 0 else None
-        if hp.cutmix_alpha > 0:
-            x, targets = self._cutmix(x, targets)
+        if self.mix.active:
+            x, targets = self._mix(x, targets)
         if use_unlabeled:
             x = torch.cat([x, self.prepare(unlabeled[hp.unlabeled_view])])
         student = self.backbone(x)
@@ -189,12 +198,10 @@ class Distill(BaseMethod):
                        loss_kd=kd + hp.unlabeled_weight * kd_u, loss_kd_unlabeled=kd_u)
         return out
 
-    def _cutmix(self, x: torch.Tensor, targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """torchvision's CutMix on the prepared batch; targets become probability vectors."""
-        from torchvision.transforms import v2
-
+    def _mix(self, x: torch.Tensor, targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mixup / CutMix on the prepared batch; targets become probability vectors (None stays None)."""
         labels = targets if targets is not None else torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        mixed, soft = v2.CutMix(alpha=self.hparams.cutmix_alpha, num_classes=self.hparams.num_classes)(x, labels)
+        mixed, soft = self.mix(x, labels, self.hparams.num_classes)
         return mixed, (soft if targets is not None else None)
 
     # ------------------------------------------------------------------ teacher accuracy, once

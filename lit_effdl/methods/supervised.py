@@ -7,6 +7,7 @@ from functools import partial
 import torch
 
 from lit_effdl.augment.mix import Mix
+from lit_effdl.errors import UserError
 from lit_effdl.losses import classification_loss
 from lit_effdl.models.auxiliary import loss_with_aux
 from lit_effdl.methods.base import BaseMethod
@@ -33,8 +34,6 @@ class Supervised(BaseMethod):
         super().__init__(**kwargs)
         self.mix = Mix(mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
         if not 0.0 <= label_smoothing < 1.0:
-            from lit_effdl.errors import UserError
-
             raise UserError(f"label_smoothing={label_smoothing} is not valid: use a value in [0, 1)")
         self.label_smoothing = label_smoothing
 
