@@ -191,6 +191,23 @@ def test_teacher_and_student_see_the_same_mixed_images(teacher_file, mix):
     assert all(p.grad is None for p in model.teacher.parameters())
 
 
+def test_augment_on_device_augments_both_views_for_teacher_and_student(teacher_file):
+    dm = data(labeled_augment="weak", unlabeled_weak_augment="weak")
+    model = distill(teacher_file, augment_on="device")
+    calls = []
+    original = model.augment_batch
+
+    def spy(images, view="labeled"):
+        calls.append(view)
+        return original(images, view)
+
+    model.augment_batch = spy
+    make_trainer(max_steps=2).fit(model, dm)
+    assert {"labeled", "weak"} <= set(model._device_augment), "the batched pipelines were not taken"
+    assert dm.labeled_augment == "none" and dm.unlabeled_weak_augment == "none"  # no double augmentation
+    assert calls[:2] == ["labeled", "weak"]
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(temperature=0.0), "temperature=0.0"),
     (dict(alpha=1.5), "alpha=1.5"),

@@ -137,6 +137,17 @@ def test_cached_features_match_the_live_forward_and_keep_backbone_frozen(fast_tr
     assert all(torch.equal(before[k], v) for k, v in _snapshot(model).items())
 
 
+def test_augment_on_device_runs_the_labeled_pipeline_in_the_step(fast_trainer_kwargs):
+    model = Finetune(mode="full", backbone="small_cnn_w8", num_classes=4, lr=0.1, augment_on="device")
+    views = []
+    original = model.augment_batch
+    model.augment_batch = lambda images, view="labeled": views.append(view) or original(images, view)
+    dm = _dm(labeled_augment="weak")
+    _fit(model, dm, fast_trainer_kwargs, epochs=1)
+    assert "labeled" in model._device_augment and dm.labeled_augment == "none"  # taken, not applied twice
+    assert views and set(views) == {"labeled"}
+
+
 def test_cache_features_refuses_a_random_pipeline(fast_trainer_kwargs):
     model = Finetune(mode="linear_probe", backbone="small_cnn_w8", num_classes=4, cache_features=True)
     with pytest.raises(UserError, match="deterministic"):

@@ -145,7 +145,8 @@ class Distill(BaseMethod):
         if stage == "fit" and self.teacher is None:
             self.teacher = self.build_teacher()
         if stage == "fit" and self.hparams.cache_teacher_logits:
-            self._check_cache_valid()
+            self._check_cache_valid()  # before augment_on="device" takes the data module's specs
+        super().setup(stage)
 
     def teacher_logits(self, x: torch.Tensor, part: str | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
         """The teacher's logits of the prepared images ``x`` (from the cache when it is on)."""
@@ -178,12 +179,13 @@ class Distill(BaseMethod):
         unlabeled = batch.get("unlabeled") if "labeled" in batch else None
         use_unlabeled = unlabeled is not None and hp.unlabeled_weight > 0
         n_l = labeled["image"].shape[0]
-        x = self.prepare(labeled["image"])
+        x = self.prepare(self.augment_batch(labeled["image"], "labeled"))
         targets = labeled.get("target") if hp.alpha > 0 else None
         if self.mix.active:
             x, targets = self._mix(x, targets)
         if use_unlabeled:
-            x = torch.cat([x, self.prepare(unlabeled[hp.unlabeled_view])])
+            view = hp.unlabeled_view
+            x = torch.cat([x, self.prepare(self.augment_batch(unlabeled[view], view))])
         student = self.backbone(x)
         if self._cache is not None:
             teacher = torch.cat([self.teacher_logits(x, "labeled", labeled["index"])]

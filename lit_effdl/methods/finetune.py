@@ -158,6 +158,7 @@ class Finetune(BaseMethod):
                     f"cache_features=true needs a deterministic train pipeline, got data.labeled_augment={spec!r}: "
                     f"set data.labeled_augment: none"
                 )
+        super().setup(stage)  # after the cache check: augment_on="device" takes the data module's specs
 
     def on_train_start(self) -> None:
         if self.hparams.cache_features and self._feature_cache is None:
@@ -196,7 +197,7 @@ class Finetune(BaseMethod):
             feats = F.dropout(self._feature_cache[labeled["index"]], self.hparams.drop_rate, training=True)
             output = self.heads[0](feats)
         else:
-            output = self(labeled["image"])
+            output = self(self.augment_batch(labeled["image"], "labeled"))
         loss_fn = partial(classification_loss, label_smoothing=self.label_smoothing)
         loss, _ = loss_with_aux(output, labeled["target"], loss_fn, self.hparams.aux_weight)
         self.log_train("loss", loss, batch_size=labeled["target"].shape[0], prog_bar=True)
