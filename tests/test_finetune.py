@@ -97,6 +97,21 @@ def test_gradual_unfreezes_at_epoch_with_its_lr(fast_trainer_kwargs):
     assert not frozen1 and lr1 > 0 and any(not torch.equal(before[k], snap1[k]) for k in before if "weight" in k)
 
 
+def test_gradual_unfreezes_in_a_run_set_by_max_steps(fast_trainer_kwargs):
+    model = Finetune(mode="gradual", backbone="small_cnn_w8", num_classes=4, lr=0.1, backbone_lr=0.01,
+                     unfreeze_epoch=1, scheduler="constant")
+    lrs = {}
+
+    class Watch(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lr = {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups}["backbone"]
+            lrs.setdefault(trainer.current_epoch, []).append(lr)
+
+    trainer = _fit(model, _dm(), fast_trainer_kwargs, epochs=-1, max_steps=12, callbacks=[Watch()])
+    assert trainer.num_training_batches < 12 and len(lrs) >= 2
+    assert max(lrs[0]) == 0.0 and max(lrs[1]) > 0.0  # the backbone's LR starts in epoch 1, not after the run
+
+
 def test_layer_decay_groups_scale_head_lr():
     model = Finetune(mode="full", backbone="resnet10t", num_classes=4, lr=0.1, layer_decay=0.5)
     groups = model.param_groups()

@@ -329,6 +329,16 @@ class BaseMethod(L.LightningModule):
         """Named parameter groups with their LRs; methods override (head vs backbone)."""
         return decay_groups(self.backbone, "backbone", self.hparams.lr, self.hparams.weight_decay)
 
+    def optimizer_steps_per_epoch(self, total: int) -> int:
+        """Optimizer steps in one epoch of this fit (``total``: the run's steps), right with
+        ``trainer.max_steps`` and ``max_epochs=-1`` too, where total // max_epochs is not."""
+        if not math.isfinite(self.trainer.num_training_batches):
+            self.trainer.fit_loop.setup_data()  # as estimated_stepping_batches does, which skips it for max_epochs=-1
+        batches = self.trainer.num_training_batches  # per epoch
+        if math.isfinite(batches):
+            return max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
+        return max(1, total // max(1, self.trainer.max_epochs or 1))
+
     def configure_optimizers(self):
         hp = self.hparams
         groups = self.param_groups()
@@ -343,14 +353,7 @@ class BaseMethod(L.LightningModule):
             raise UserError(f"scheduler='{hp.scheduler}' (warmup_epochs={hp.warmup_epochs}) needs a run of known "
                             "length: set trainer.max_epochs or trainer.max_steps (max_time alone has none)")
         total = int(total)
-        if not math.isfinite(self.trainer.num_training_batches):
-            self.trainer.fit_loop.setup_data()  # as estimated_stepping_batches does, which skips it for max_epochs=-1
-        batches = self.trainer.num_training_batches  # per epoch
-        if math.isfinite(batches):  # right with max_steps and max_epochs=-1 too
-            steps_per_epoch = max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
-        else:
-            steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        warmup = int(round(hp.warmup_epochs * steps_per_epoch))
+        warmup = int(round(hp.warmup_epochs * self.optimizer_steps_per_epoch(total)))
         min_ratio = 1.0 if hp.scheduler == "constant" else hp.min_lr_ratio
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, total, warmup, min_ratio)

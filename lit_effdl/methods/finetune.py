@@ -243,7 +243,7 @@ class Finetune(BaseMethod):
         # the backbone's groups get their own schedule: 0 while frozen, then warm-up + cosine
         schedule = config["lr_scheduler"]["scheduler"]
         total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        per_epoch = self.optimizer_steps_per_epoch(total)
         start = hp.unfreeze_epoch * per_epoch
         warmup = int(round(max(hp.warmup_epochs, 1.0) * per_epoch))
         min_ratio = 1.0 if hp.scheduler == "constant" else hp.min_lr_ratio
