@@ -329,6 +329,15 @@ class BaseMethod(L.LightningModule):
         """Named parameter groups with their LRs; methods override (head vs backbone)."""
         return decay_groups(self.backbone, "backbone", self.hparams.lr, self.hparams.weight_decay)
 
+    def total_optimizer_steps(self) -> int:
+        """Optimizer steps of the whole fit; a run with no set length (``max_time`` only) is refused."""
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise UserError(f"the LR schedule (scheduler='{self.hparams.scheduler}', warmup_epochs="
+                            f"{self.hparams.warmup_epochs}) needs a run of known length: set trainer.max_epochs "
+                            "or trainer.max_steps (max_time alone has none)")
+        return int(total)
+
     def optimizer_steps_per_epoch(self, total: int) -> int:
         """Optimizer steps in one epoch of this fit (``total``: the run's steps), right with
         ``trainer.max_steps`` and ``max_epochs=-1`` too, where total // max_epochs is not."""
@@ -348,11 +357,7 @@ class BaseMethod(L.LightningModule):
             optimizer = torch.optim.AdamW(groups, lr=hp.lr)
         if hp.scheduler == "constant" and not hp.warmup_epochs:
             return optimizer
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise UserError(f"scheduler='{hp.scheduler}' (warmup_epochs={hp.warmup_epochs}) needs a run of known "
-                            "length: set trainer.max_epochs or trainer.max_steps (max_time alone has none)")
-        total = int(total)
+        total = self.total_optimizer_steps()
         warmup = int(round(hp.warmup_epochs * self.optimizer_steps_per_epoch(total)))
         min_ratio = 1.0 if hp.scheduler == "constant" else hp.min_lr_ratio
         schedule = torch.optim.lr_scheduler.LambdaLR(

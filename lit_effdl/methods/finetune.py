@@ -242,7 +242,7 @@ class Finetune(BaseMethod):
             config = {"optimizer": config, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         # the backbone's groups get their own schedule: 0 while frozen, then warm-up + cosine
         schedule = config["lr_scheduler"]["scheduler"]
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self.total_optimizer_steps()
         per_epoch = self.optimizer_steps_per_epoch(total)
         start = hp.unfreeze_epoch * per_epoch
         warmup = int(round(max(hp.warmup_epochs, 1.0) * per_epoch))
