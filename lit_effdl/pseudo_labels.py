@@ -96,38 +96,6 @@ def predict_probs(
     return {"index": index.cpu(), output: values.cpu()}
 
 
-# The un-shifted image first, then 1-pixel shifts (right, left, down, up, the four diagonals).
-VIEW_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1))
-
-
-def translate(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    """Shift ``(..., H, W)`` images by ``dx`` columns right and ``dy`` rows down (|d| <= 1), zero-filled."""
-    if dx == 0 and dy == 0:
-        return images
-    height, width = images.shape[-2:]
-    padded = nn.functional.pad(images, (1, 1, 1, 1))
-    return padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
-
-
-class ViewAveraged(nn.Module):
-    """A labeler that averages a model's softmax over ``views`` deterministic shifts of each image.
-
-    MixMatch's label guessing averages K augmented views; fixed shifts instead of random ones keep
-    a relabeling (a resumed round) identical. Returns the log of the mean probabilities, so a
-    softmax of its output (``predict_probs``) is that mean.
-    """
-
-    def __init__(self, model: nn.Module, views: int):
-        super().__init__()
-        if not 1 <= views <= len(VIEW_SHIFTS):
-            raise UserError(f"teacher_views={views} is not valid: use 1 (the image alone) to {len(VIEW_SHIFTS)}")
-        self.model, self.shifts = model, VIEW_SHIFTS[:views]
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        probs = sum(self.model(translate(images, dx, dy)).float().softmax(-1) for dx, dy in self.shifts)
-        return (probs / len(self.shifts)).clamp_min(1e-12).log()
-
-
 def _gather_by_index(index: torch.Tensor, values: torch.Tensor, world: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All ranks' rows, sorted by sample index, each index once (the sampler pads with repeats)."""
     # DistributedSampler gives every rank the same count, so plain all_gather fits.

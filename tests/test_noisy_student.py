@@ -111,8 +111,6 @@ def test_smaller_student_warns_and_bad_knobs_refused():
         NoisyStudent(num_classes=4, min_confidence=1.5)
     with pytest.raises(UserError, match="temperature"):
         NoisyStudent(num_classes=4, temperature=0)
-    with pytest.raises(UserError, match="teacher_views=12"):
-        NoisyStudent(num_classes=4, teacher_views=12)
     student = NoisyStudent(num_classes=4, in_chans=3, backbone="small_cnn_w8")
     from lit_effdl.models import create_backbone
 

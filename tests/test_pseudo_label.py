@@ -7,8 +7,7 @@ import torch
 from lit_effdl.data import SyntheticDataModule
 from lit_effdl.errors import UserError
 from lit_effdl.methods import PseudoLabel, Supervised
-from lit_effdl.methods.pseudo_label import load_teacher
-from lit_effdl.pseudo_labels import ViewAveraged, load_pseudo_labels, predict_probs
+from lit_effdl.pseudo_labels import load_pseudo_labels
 
 
 def _dm(**kw):
@@ -39,8 +38,8 @@ def test_online_weight_ramps_up_and_hidden_labels_are_unused(fast_trainer_kwargs
     assert torch.equal(loss, model.training_step(batch, 0))
 
 
-@pytest.mark.parametrize("student_view,teacher_views", [("weak", 1), ("strong", 5)])
-def test_offline_student_learns_from_the_teachers_file(tmp_path, fast_trainer_kwargs, student_view, teacher_views):
+@pytest.mark.parametrize("student_view", ["weak", "strong"])
+def test_offline_student_learns_from_the_teachers_file(tmp_path, fast_trainer_kwargs, student_view):
     L.seed_everything(0)
     teacher = Supervised(num_classes=4, in_chans=3, backbone="small_cnn_w8")
     kwargs = {**fast_trainer_kwargs, "enable_checkpointing": True}
@@ -50,8 +49,7 @@ def test_offline_student_learns_from_the_teachers_file(tmp_path, fast_trainer_kw
     trainer.save_checkpoint(ckpt)
     path = tmp_path / "labels.pt"
     student = PseudoLabel(num_classes=4, in_chans=3, backbone="small_cnn_w8", mode="offline", threshold=0.3,
-                          teacher_checkpoint=str(ckpt), pseudo_label_file=str(path), student_view=student_view,
-                          teacher_views=teacher_views)
+                          teacher_checkpoint=str(ckpt), pseudo_label_file=str(path), student_view=student_view)
     views, augment = [], student.augment_batch
     student.augment_batch = lambda images, view: views.append(view) or augment(images, view)
     dm = _dm(unlabeled_strong_augment="strong_noflip")
@@ -61,9 +59,6 @@ def test_offline_student_learns_from_the_teachers_file(tmp_path, fast_trainer_kw
     assert labels.targets.ndim == 1 and (labels.confidence >= 0.3).all()  # hard labels above threshold
     assert torch.equal(student.pl_weights.cpu(), labels.weights())
     assert 0.0 <= student.pseudo_stats["hidden_acc"] <= 1.0
-    labeler = ViewAveraged(load_teacher(str(ckpt)), teacher_views)  # the labels are that labeler's
-    probs = predict_probs(labeler, dm.unlabeled_inference_dataset())["probs"]
-    assert torch.allclose(labels.confidence, probs.max(-1).values[labels.index], atol=1e-5)
 
 
 def test_bad_input_messages():

@@ -13,8 +13,6 @@ from lit_effdl.pseudo_labels import (
     model_fingerprint,
     predict_probs,
     save_pseudo_labels,
-    translate,
-    ViewAveraged,
 )
 
 
@@ -44,30 +42,6 @@ def test_predict_probs_is_ordered_by_index_and_un_noised():
     assert net.training  # mode restored
     logits = predict_probs(net, data, batch_size=4, temperature=2.0, output="logits")["logits"]
     assert torch.allclose(logits, net[0](data.x) / 2.0, atol=1e-6)
-
-
-def test_translate_shifts_without_wrapping():
-    image = torch.arange(1, 10, dtype=torch.float32).view(1, 1, 3, 3)
-    right = translate(image, 1, 0)[0, 0]
-    assert torch.equal(right, torch.tensor([[0.0, 1, 2], [0, 4, 5], [0, 7, 8]]))
-    up = translate(image, 0, -1)[0, 0]
-    assert torch.equal(up, torch.tensor([[4.0, 5, 6], [7, 8, 9], [0, 0, 0]]))
-    assert translate(image, 0, 0) is image
-
-
-def test_view_averaged_labels_are_the_mean_softmax_over_shifts():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(), nn.LazyLinear(4)).eval()
-    images = torch.rand(6, 1, 5, 5)
-    net(images)
-    shifts = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
-    expected = sum(net(translate(images, dx, dy)).softmax(-1) for dx, dy in shifts) / 5
-    assert torch.allclose(ViewAveraged(net, 5)(images).softmax(-1), expected, atol=1e-6)
-    assert torch.allclose(ViewAveraged(net, 1)(images).softmax(-1), net(images).softmax(-1), atol=1e-6)
-    assert not torch.allclose(expected, net(images).softmax(-1), atol=1e-3)  # the views do differ
-    for bad in (0, 10):
-        with pytest.raises(UserError, match=f"teacher_views={bad}"):
-            ViewAveraged(net, bad)
 
 
 def test_empty_unlabeled_set_is_refused():

@@ -18,7 +18,6 @@ from lit_effdl.methods.fixmatch import check_threshold
 from lit_effdl.models import create_backbone
 from lit_effdl.pseudo_labels import (
     PseudoLabelSet,
-    ViewAveraged,
     dist_info,
     load_pseudo_labels,
     make_pseudo_labels,
@@ -79,8 +78,6 @@ class PseudoLabel(BaseMethod):
         round_index: rounds driver: which round this run is.
         student_view: the unlabeled view the student learns from: ``weak`` (Lee 2013) or ``strong``
             (RandAugment noise on the pseudo-labeled images; offline on digits: 0.938 -> 0.965).
-        teacher_views: offline: the teacher labels each image by its mean softmax over this many
-            fixed views (the image, then 1-pixel shifts; 1 to 9), fewer confident mistakes.
         **kwargs: everything ``BaseMethod`` takes.
     """
 
@@ -95,7 +92,6 @@ class PseudoLabel(BaseMethod):
         backbones: list[str] | None = None,
         round_index: int = 0,
         student_view: Literal["weak", "strong"] = "weak",
-        teacher_views: int = 1,
         **kwargs,
     ):
         if mode not in ("online", "offline"):
@@ -106,7 +102,6 @@ class PseudoLabel(BaseMethod):
             raise UserError(f"student_view='{student_view}' with mode='online' is not valid: online pseudo-labels "
                             "come from the view the model learns (weak); weak labels for a strong view is FixMatch")
         check_threshold(threshold)
-        ViewAveraged(nn.Identity(), teacher_views)  # checks the count now, not after round 0
         if lambda_u < 0 or rampup_epochs < 0:
             raise UserError(f"lambda_u={lambda_u}, rampup_epochs={rampup_epochs}: use values >= 0")
         super().__init__(**kwargs)
@@ -136,8 +131,7 @@ class PseudoLabel(BaseMethod):
         if path and os.path.exists(path):  # resume: reuse, after checking who made it
             self.pseudo = load_pseudo_labels(path, fingerprint, len(dataset))
         else:
-            labeler = ViewAveraged(teacher, self.hparams.teacher_views) if self.hparams.teacher_views > 1 else teacher
-            predictions = predict_probs(labeler, dataset, datamodule.eval_batch_size, self.device)
+            predictions = predict_probs(teacher, dataset, datamodule.eval_batch_size, self.device)
             self.pseudo = self.select(predictions, fingerprint)
             if path and dist_info()[0] == 0:
                 save_pseudo_labels(path, self.pseudo)
