@@ -75,18 +75,19 @@ def train_teacher(out: Path, epochs: int, augment: str) -> tuple[Path, float]:
     return path, acc
 
 
-def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str, batch_size: int, lr: float,
+def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str, batch_size: int, optim: dict,
                   kd_options: dict) -> float:
-    """One student fit; ``kd_options`` (alpha, temperature, mixup / cutmix alpha) apply to the KD runs."""
+    """One student fit; ``optim`` (lr, ema_decay) applies to every run, ``kd_options`` (alpha,
+    temperature, mixup / cutmix alpha) to the KD runs."""
     L.seed_everything(seed, verbose=False)
     labels = 5 if run.endswith("_5") or run == "kd_5_unlabeled" else None
     if run.startswith("student_alone"):
         dm = data(seed, labels, augment=augment, batch_size=batch_size)
-        model = Supervised(backbone="small_cnn_w16", **{**COMMON, "lr": lr})
+        model = Supervised(backbone="small_cnn_w16", **{**COMMON, **optim})
     else:
         dm = data(seed, labels, unlabeled_ratio=1 if labels else 0, augment=augment, batch_size=batch_size)
         model = Distill(backbone="small_cnn_w16", teacher_checkpoint=str(teacher), **kd_options, **KD,
-                        **{**COMMON, "lr": lr})
+                        **{**COMMON, **optim})
     fit = trainer(epochs)
     fit.fit(model, dm)
     return fit.test(model, dm, verbose=False)[0]["test/acc"]
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--mixup", type=float, default=0.0,
                         help="Mixup alpha on the KD runs' labeled batches (function matching)")
     parser.add_argument("--lr", type=float, default=COMMON["lr"], help="every student run's peak learning rate")
+    parser.add_argument("--ema", type=float, default=0.0, help="every student run's EMA decay for evaluation (0: off)")
     parser.add_argument("--alpha", type=float, default=0.1, help="KD runs: weight of the hard-label CE (1 - alpha: KD)")
     parser.add_argument("--temperature", type=float, default=4.0, help="KD runs: softmax temperature T")
     parser.add_argument("--teacher-augment", default="strong_noflip", help="the teacher's training pipeline")
@@ -129,7 +131,8 @@ def main() -> None:
         print(f"teacher small_cnn_w64 (all labels): test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
     kd_options = dict(alpha=args.alpha, temperature=args.temperature, cutmix_alpha=args.cutmix,
                       mixup_alpha=args.mixup)
-    jobs = [(run, seed, teacher, args.epochs, args.augment, args.batch_size, args.lr, kd_options)
+    jobs = [(run, seed, teacher, args.epochs, args.augment, args.batch_size,
+             {"lr": args.lr, "ema_decay": args.ema}, kd_options)
             for seed in args.seeds for run in args.runs]
     accs = {}
     for (run, seed, *_), acc in zip(jobs, results_in_order(train_student, jobs, args.jobs)):
