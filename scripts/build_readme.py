@@ -3,7 +3,7 @@
 
 Everything between ``<!-- SECTIONS -->`` and ``<!-- /SECTIONS -->`` in README.md is replaced by the
 section files in order; their relative links to pictures / JSON are rewritten to ``docs/sections/``
-(or ``docs/``). Edit the section files, then run ``python scripts/build_readme.py``.
+(or ``docs/``), and ``../`` links to ``docs/``. Edit the section files, then run ``python scripts/build_readme.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
         path = ROOT / "docs" / "sections" / f"{name}.md"
         if path.exists():
             text = re.sub(r"\]\((?!https?:|docs/)([^)]+\.(?:png|json))\)", _link, path.read_text().strip())
+            text = text.replace("](../", "](docs/")  # a link out of docs/sections, from the repository root
             parts.append(f"<!-- from docs/sections/{name}.md -->\n{text}")
     out = readme[:start] + START + "\n" + "\n\n".join(parts) + "\n" + END + readme[end:]
     tmp = ROOT / "README.md.tmp"
