@@ -148,3 +148,18 @@ def test_the_student_learns_from_the_strong_view_through_the_cli_parser_too():
     config = parser.parse_args(["--model.num_classes", "10"])
     assert config.model.student_view == "strong"
     assert NoisyStudent(**config.model.as_dict()).student_view == "strong"
+
+
+def test_a_plain_fit_of_a_rounds_config_says_it_is_one_round(fast_trainer_kwargs, caplog):
+    import lightning as L
+
+    from lit_effdl.data import SyntheticDataModule
+
+    model = NoisyStudent(num_classes=4, in_chans=3, backbone="small_cnn_w8",
+                         backbones=["small_cnn_w8", "small_cnn_w8", "small_cnn_w8"])
+    data = SyntheticDataModule(num_classes=4, image_size=16, num_train=48, num_test=8, num_labels_per_class=4,
+                               batch_size=8, unlabeled_ratio=0)
+    with caplog.at_level("INFO"):
+        L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, **fast_trainer_kwargs).fit(model, data)
+    said = [r.getMessage() for r in caplog.records if "round 0" in r.getMessage()]
+    assert said and "of rounds 0-2" in said[0] and "scripts/noisy_student.py" in said[0]

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from lit_effdl.errors import UserError
@@ -120,6 +121,14 @@ class PseudoLabel(BaseMethod):
         return make_pseudo_labels(predictions, fingerprint, min_confidence=self.threshold, soft=False)
 
     def on_fit_start(self) -> None:
+        rounds = self.hparams.backbones or []
+        if len(rounds) > 1:  # `lit-effdl fit` on a rounds config trains one round: say so, and what runs them all
+            r = self.hparams.round_index
+            rank_zero_info(
+                f"{type(self).__name__}: this fit is round {r} ({self.hparams.backbone}"
+                f"{', the teacher' if r == 0 else ''}) of rounds 0-{len(rounds) - 1}; "
+                "`python scripts/noisy_student.py --config CONFIG` runs every round in turn and resumes"
+            )
         if not self.is_student:
             return
         datamodule = self.trainer.datamodule
