@@ -44,20 +44,27 @@ def fit_and_test(config: str, overrides: list[str], root_dir: str | Path, quiet:
     args = ["--config", config, *overrides, "--trainer.default_root_dir", str(root_dir)]
     defaults = {"log_every_n_steps": 10, "callbacks": [], "enable_model_summary": not quiet,
                 "enable_progress_bar": not quiet}
+    # quiet: Lightning's info lines off for this fit only (restored after, for callers in the same process)
+    levels = {name: logging.getLogger(name).level for name in ("lightning.pytorch", "lightning.fabric", "lightning")}
     if quiet:
-        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        for name in levels:
             logging.getLogger(name).setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|eval mode|args parameter"
-                                "|LeafSpec|logging interval|litlogger|no last checkpoint available|called without a model).*")
-        cli = EffdlCLI(BaseMethod, LabelBudgetDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                       seed_everything_default=0, trainer_defaults=defaults, args=args, run=False,
-                       save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
-                       resume_ckpt_path=ckpt_path)
-        trainer = cli.trainer
-        trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
-        tested = cli.checkpoint_to_test()
-        result = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=tested, verbose=not quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|eval mode"
+                                    "|args parameter|LeafSpec|logging interval|litlogger"
+                                    "|no last checkpoint available|called without a model).*")
+            cli = EffdlCLI(BaseMethod, LabelBudgetDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                           seed_everything_default=0, trainer_defaults=defaults, args=args, run=False,
+                           save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
+                           resume_ckpt_path=ckpt_path)
+            trainer = cli.trainer
+            trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+            tested = cli.checkpoint_to_test()
+            result = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=tested, verbose=not quiet)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     val = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     return {

@@ -3,6 +3,7 @@
 import hashlib
 import importlib.util
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -82,6 +83,8 @@ def test_killed_in_round_2_resumes_in_round_2(tmp_path, monkeypatch):
         return real_fit(cfg, overrides, root_dir, quiet, ckpt_path)
 
     monkeypatch.setattr(driver, "fit_and_test", killed_in_round_2)
+    logging.getLogger("lightning.pytorch").setLevel(logging.INFO)
+    level = logging.getLogger("lightning.pytorch").level
     with pytest.raises(SimulatedKill):
         driver.run_rounds(str(config), out)
     assert (out / "round_1" / "metrics.json").exists() and not (out / "round_2" / "metrics.json").exists()
@@ -92,6 +95,7 @@ def test_killed_in_round_2_resumes_in_round_2(tmp_path, monkeypatch):
 
     calls.clear()
     results = driver.run_rounds(str(config), out)
+    assert logging.getLogger("lightning.pytorch").level == level  # quiet for its fits only
     assert [c[0] for c in calls] == ["round_2"]  # finished rounds are not redone
     assert calls[0][1] is not None and calls[0][1].endswith("last.ckpt")  # resumed inside round 2
     assert [p.name for p in (out / "round_2" / "lightning_logs").iterdir()] == ["version_0"]  # same run folder
