@@ -3,7 +3,7 @@
 
 1. trains the teacher (``small_cnn_w64``, 100 epochs, strong pipeline) on all train labels and saves
    a lit-effdl checkpoint;
-2. trains the student (``small_cnn_w16``, 90 epochs x 20 steps) four ways, for each seed, every run
+2. trains the student (``--student``, default ``small_cnn_w16``, 90 epochs x 20 steps) four ways, for each seed, every run
    with the same pipeline (``--augment``, default ``strong_noflip``: only the teacher differs):
    ``student_alone_5`` (5 labels per class), ``kd_5_unlabeled`` (5 labels per class + distillation
    on the unlabeled rest), ``student_alone_all`` and ``kd_all`` (all labels, + distillation);
@@ -75,18 +75,18 @@ def train_teacher(out: Path, epochs: int, augment: str) -> tuple[Path, float]:
     return path, acc
 
 
-def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str, batch_size: int, optim: dict,
-                  kd_options: dict) -> float:
+def train_student(run: str, seed: int, teacher: Path, student: str, epochs: int, augment: str, batch_size: int,
+                  optim: dict, kd_options: dict) -> float:
     """One student fit; ``optim`` (lr, ema_decay) applies to every run, ``kd_options`` (alpha,
     temperature, mixup / cutmix alpha) to the KD runs."""
     L.seed_everything(seed, verbose=False)
     labels = 5 if run.endswith("_5") or run == "kd_5_unlabeled" else None
     if run.startswith("student_alone"):
         dm = data(seed, labels, augment=augment, batch_size=batch_size)
-        model = Supervised(backbone="small_cnn_w16", **{**COMMON, **optim})
+        model = Supervised(backbone=student, **{**COMMON, **optim})
     else:
         dm = data(seed, labels, unlabeled_ratio=1 if labels else 0, augment=augment, batch_size=batch_size)
-        model = Distill(backbone="small_cnn_w16", teacher_checkpoint=str(teacher), **kd_options, **KD,
+        model = Distill(backbone=student, teacher_checkpoint=str(teacher), **kd_options, **KD,
                         **{**COMMON, **optim})
     fit = trainer(epochs)
     fit.fit(model, dm)
@@ -96,6 +96,7 @@ def train_student(run: str, seed: int, teacher: Path, epochs: int, augment: str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--student", default="small_cnn_w16", help="the student's backbone (every run)")
     parser.add_argument("--epochs", type=int, default=90, help="student epochs (about 20 steps each at batch 64)")
     parser.add_argument("--batch-size", type=int, default=64, help="labeled images per student step (every run)")
     parser.add_argument("--teacher-epochs", type=int, default=100)
@@ -131,7 +132,7 @@ def main() -> None:
         print(f"teacher small_cnn_w64 (all labels): test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
     kd_options = dict(alpha=args.alpha, temperature=args.temperature, cutmix_alpha=args.cutmix,
                       mixup_alpha=args.mixup)
-    jobs = [(run, seed, teacher, args.epochs, args.augment, args.batch_size,
+    jobs = [(run, seed, teacher, args.student, args.epochs, args.augment, args.batch_size,
              {"lr": args.lr, "ema_decay": args.ema}, kd_options)
             for seed in args.seeds for run in args.runs]
     accs = {}
@@ -139,7 +140,7 @@ def main() -> None:
         accs[run, seed] = acc
         print(f"seed {seed} {run:<18} test/acc {acc:.4f}  [{time.time() - start:.0f}s]", flush=True)
     results = {run: [accs[run, seed] for seed in args.seeds] for run in args.runs}
-    print(f"\nstudent small_cnn_w16, test accuracy over seeds {args.seeds} (mean +- std)")
+    print(f"\nstudent {args.student}, test accuracy over seeds {args.seeds} (mean +- std)")
     summary = {}
     for run, accs in results.items():
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
