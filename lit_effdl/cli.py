@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Literal
 
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
-    OnExceptionCheckpoint,
     ProgressBar,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -26,11 +26,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lit_effdl.callbacks.confusion import TestConfusionMatrix
 from lit_effdl.callbacks.predictions import PredictionsCSV
 from lit_effdl.callbacks.progress import ThrottledRichProgressBar
-from lit_effdl.callbacks.run_status import RunMetadata, RunStatus, write_run_status
+from lit_effdl.callbacks.run_status import RunMetadata, RunStatus, SnapshotOnException, write_run_status
 from lit_effdl.data.datamodule import LabelBudgetDataModule
 from lit_effdl.errors import UserError
 from lit_effdl.methods.base import BaseMethod
 from lit_effdl.runtime import tune_allocator
+
+LAST_CHECKPOINT_WARNINGS = (r"`\.fit\(ckpt_path=None\)` was called without a model",
+                            r'\.fit\(ckpt_path="last"\) is set, but there is no last checkpoint')
 
 
 class EffdlCLI(LightningCLI):
@@ -126,7 +129,11 @@ class EffdlCLI(LightningCLI):
             self._final_checkpoint = ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
                                                      enable_version_counter=False)
             trainer.callbacks.append(self._final_checkpoint)
-            trainer.callbacks.append(OnExceptionCheckpoint(dirpath=checkpoints))
+            trainer.callbacks.append(SnapshotOnException(dirpath=checkpoints))
+            resume = self.config[self.subcommand].get("ckpt_path") if self.subcommand else self._resume_ckpt_path
+            if not resume:  # with an exception checkpoint Lightning reads "no ckpt_path" as "last" and warns
+                for message in LAST_CHECKPOINT_WARNINGS:  # twice; a new run folder has nothing to resume
+                    warnings.filterwarnings("ignore", message=message)
         return trainer
 
     def _default_logger(self, root: str) -> TensorBoardLogger:

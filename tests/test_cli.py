@@ -50,6 +50,7 @@ def test_fit_with_test_after_fit_writes_a_complete_run(tmp_path, config):
     result = run_cli("fit", "--config", str(config), "--test_after_fit", "true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/acc" in result.stdout
+    assert "ckpt_path" not in result.stderr  # Lightning's "no last checkpoint" warnings on a new run folder
     run = tmp_path / "lightning_logs" / "version_0"
     assert json.loads((run / "run_status.json").read_text())["status"] == "completed"
     assert (run / "checkpoints" / "last.ckpt").is_file()
@@ -87,3 +88,4 @@ def test_bad_input_is_one_message_without_traceback(tmp_path, config, extra, mes
     assert "Traceback" not in result.stderr
     for status in tmp_path.glob("lightning_logs/*/run_status.json"):
         assert json.loads(status.read_text())["status"] != "completed"
+    assert not list(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt")), "a bad input left a checkpoint"

@@ -1,4 +1,5 @@
-"""`RunStatus`: marks a run folder ``failed`` on an exception and ``completed`` when the CLI is done."""
+"""`RunStatus`: marks a run folder ``failed`` on an exception and ``completed`` when the CLI is done;
+`SnapshotOnException`: Lightning's exception checkpoint, without a file for a config mistake."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import os
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
 
 from lit_effdl.data.datamodule import write_json_atomic
+from lit_effdl.errors import UserError
 
 RUN_STATUS_FILE = "run_status.json"
 
@@ -50,3 +52,13 @@ class RunMetadata(Callback):
             "label_split_fingerprint": split.fingerprint() if split is not None else None,
             "config": self.config_yaml,
         }
+
+
+class SnapshotOnException(OnExceptionCheckpoint):
+    """Saves ``on_exception.ckpt`` when a fit dies (SIGTERM, a crash), to resume from; a bad input
+    caught before the first step (a ``UserError``) has trained nothing, so it leaves no file."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, UserError) and trainer.global_step == 0:
+            return
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # the full state: optimizer, loops
