@@ -1,7 +1,5 @@
 """Each data source on tiny data in the real on-disk formats."""
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
@@ -16,24 +14,7 @@ from lit_effdl.data import (
     SyntheticDataModule,
 )
 from lit_effdl.errors import UserError
-
-
-def _pickle(path, obj):
-    with open(path, "wb") as handle:
-        pickle.dump(obj, handle)
-
-
-def make_tiny_cifar10(root, per_batch=20):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        _pickle(folder / name, {
-            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            b"labels": [i % 10 for i in range(per_batch)],
-        })
-    _pickle(folder / "batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)]})
-    return root
+from tiny_data import write_pickle, make_tiny_cifar10, make_tiny_stl10
 
 
 def test_digits_shapes_and_fixed_test_split():
@@ -67,25 +48,15 @@ def test_cifar100_real_format(tmp_path):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for name, n in (("train", 200), ("test", 100)):
-        _pickle(folder / name, {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        write_pickle(folder / name, {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
                                 b"fine_labels": [i % 100 for i in range(n)]})
-    _pickle(folder / "meta", {b"fine_label_names": [f"f{i}".encode() for i in range(100)]})
+    write_pickle(folder / "meta", {b"fine_label_names": [f"f{i}".encode() for i in range(100)]})
     dm = CIFAR100DataModule(root=str(tmp_path))
     assert dm.num_classes == 100 and len(dm.sources.train) == 200
 
 
 def test_stl10_real_format_with_unlabeled_split(tmp_path):
-    folder = tmp_path / "stl10_binary"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (20, 3, 96, 96), dtype=np.uint8)
-    # STL-10 stores images column-major: write the transpose, read back the original
-    images.transpose(0, 1, 3, 2).tofile(folder / "train_X.bin")
-    (np.arange(20) % 10 + 1).astype(np.uint8).tofile(folder / "train_y.bin")
-    images[:10].transpose(0, 1, 3, 2).tofile(folder / "test_X.bin")
-    (np.arange(10) % 10 + 1).astype(np.uint8).tofile(folder / "test_y.bin")
-    images[:7].transpose(0, 1, 3, 2).tofile(folder / "unlabeled_X.bin")
-    (folder / "class_names.txt").write_text("\n".join(f"k{i}" for i in range(10)))
+    images = make_tiny_stl10(tmp_path)
     dm = STL10DataModule(root=str(tmp_path), num_labels_per_class=1, val_fraction=0.0)
     dm.setup()
     assert torch.equal(dm.sources.train.load(4), torch.from_numpy(images[4]))
