@@ -3,9 +3,9 @@
 
 1. trains the teacher (``small_cnn_w64``, 100 epochs, strong pipeline) on all train labels and saves
    a lit-effdl checkpoint;
-2. trains the student (``--student``, default ``small_cnn_w16``, 90 epochs x 20 steps) four ways, for each seed, every run
-   with the same pipeline (``--augment``, default ``strong_noflip``: only the teacher differs):
-   ``student_alone_5`` (5 labels per class), ``kd_5_unlabeled`` (5 labels per class + distillation
+2. trains the student (``--student``, default ``small_cnn_w16``, 90 epochs x 20 steps) four ways,
+   for each seed, every run with the same pipeline (``--augment``, default ``strong_noflip``: only
+   the teacher differs): ``student_alone_5`` (5 labels per class), ``kd_5_unlabeled`` (5 labels per class + distillation
    on the unlabeled rest), ``student_alone_all`` and ``kd_all`` (all labels, + distillation);
 3. prints a table (mean and std of test accuracy over the seeds) and ends stdout with one JSON
    line of the means.

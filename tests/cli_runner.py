@@ -3,14 +3,17 @@
 ``python tests/cli_runner.py CASES.json OUT.json``: CASES is a list of ``{"args": [...], "cwd": ...}``.
 Each case runs the real CLI ``main()`` in a forked child process (its own pid, exit code and
 stderr), so a catalogue of bad inputs costs one interpreter start-up, not one per case.
+Tests call ``run_in_runner(cases, folder)``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import lit_effdl.cli  # noqa: F401  (imported once, shared by the forked children)
 import lit_effdl.data  # noqa: F401
@@ -46,6 +49,15 @@ def run_case(args: list[str], cwd: str) -> dict:
             "stdout": out.read().decode(errors="replace"),
             "stderr": err.read().decode(errors="replace"),
         }
+
+
+def run_in_runner(cases: list[dict], folder: Path) -> list[dict]:
+    """Run ``cases`` through this runner in one subprocess (offline); one result dict per case."""
+    (folder / "cases.json").write_text(json.dumps(cases))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, __file__, str(folder / "cases.json"), str(folder / "out.json")],
+                   check=True, env=env, timeout=600)
+    return json.loads((folder / "out.json").read_text())
 
 
 if __name__ == "__main__":

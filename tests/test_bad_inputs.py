@@ -5,17 +5,15 @@ The cases run as forked children of one runner process (tests/cli_runner.py), so
 pays for one interpreter start-up.
 """
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torchvision.io import write_png
 
-HERE = Path(__file__).resolve().parent
+from cli_runner import run_in_runner
+
 
 BASE = """
 seed_everything: 0
@@ -84,11 +82,7 @@ def results(tmp_path_factory):
     for args, _ in CASES.values():
         config = [] if "--config" in args else ["--config", "base.yaml"]
         cases.append({"args": ["fit", *config, *args], "cwd": str(root)})
-    (root / "cases.json").write_text(json.dumps(cases))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, str(HERE / "cli_runner.py"), str(root / "cases.json"), str(root / "out.json")],
-                   check=True, env=env, timeout=600)
-    return dict(zip(CASES, json.loads((root / "out.json").read_text())))
+    return dict(zip(CASES, run_in_runner(cases, root)))
 
 
 def test_catalogue_is_large_enough():

@@ -4,20 +4,16 @@ CIFAR-10 and STL-10 read tiny files in the real formats; their batches are shrun
 quick on a CPU; ``distill.yaml`` gets an untrained teacher of its architecture (a plain state_dict).
 """
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from cli_runner import run_in_runner
 from lit_effdl.models import create_backbone
 from tiny_data import make_tiny_cifar10, make_tiny_stl10
 
-HERE = Path(__file__).resolve().parent
-CONFIGS = HERE.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ONE_STEP = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
             "--trainer.precision", "32-true"]
 SMALL_BATCHES = ["--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "8"]
@@ -52,11 +48,7 @@ def results(tmp_path_factory):
         (root / str(i)).mkdir()
         (root / str(i) / "data").symlink_to(root / "data")  # the configs read root: data
         cases.append({"args": ["fit", "--config", str(CONFIGS / config), *ONE_STEP, *extra], "cwd": str(root / str(i))})
-    (root / "cases.json").write_text(json.dumps(cases))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, str(HERE / "cli_runner.py"), str(root / "cases.json"), str(root / "out.json")],
-                   check=True, env=env, timeout=600)
-    return dict(zip(CASES, json.loads((root / "out.json").read_text())))
+    return dict(zip(CASES, run_in_runner(cases, root)))
 
 
 @pytest.mark.parametrize("config", list(CASES))

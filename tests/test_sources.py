@@ -14,7 +14,7 @@ from lit_effdl.data import (
     SyntheticDataModule,
 )
 from lit_effdl.errors import UserError
-from tiny_data import write_pickle, make_tiny_cifar10, make_tiny_stl10
+from tiny_data import make_tiny_cifar10, make_tiny_stl10, write_pickle
 
 
 def test_digits_shapes_and_fixed_test_split():
@@ -49,7 +49,7 @@ def test_cifar100_real_format(tmp_path):
     rng = np.random.default_rng(0)
     for name, n in (("train", 200), ("test", 100)):
         write_pickle(folder / name, {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                                b"fine_labels": [i % 100 for i in range(n)]})
+                                     b"fine_labels": [i % 100 for i in range(n)]})
     write_pickle(folder / "meta", {b"fine_label_names": [f"f{i}".encode() for i in range(100)]})
     dm = CIFAR100DataModule(root=str(tmp_path))
     assert dm.num_classes == 100 and len(dm.sources.train) == 200
