@@ -52,8 +52,7 @@ def fit_and_test(config: str, overrides: list[str], root_dir: str | Path, quiet:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|eval mode"
-                                    "|args parameter|LeafSpec|logging interval|litlogger"
-                                    "|no last checkpoint available|called without a model).*")
+                                    "|args parameter|LeafSpec|logging interval|litlogger).*")
             cli = EffdlCLI(BaseMethod, LabelBudgetDataModule, subclass_mode_model=True, subclass_mode_data=True,
                            seed_everything_default=0, trainer_defaults=defaults, args=args, run=False,
                            save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,

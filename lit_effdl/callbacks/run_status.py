@@ -59,6 +59,5 @@ class SnapshotOnException(OnExceptionCheckpoint):
     caught before the first step (a ``UserError``) has trained nothing, so it leaves no file."""
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, UserError) and trainer.global_step == 0:
-            return
-        trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # the full state: optimizer, loops
+        if not (isinstance(exception, UserError) and trainer.global_step == 0):
+            super().on_exception(trainer, pl_module, exception)
