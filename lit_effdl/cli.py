@@ -1,9 +1,12 @@
 """The `lit-effdl` command: Lightning's CLI with this project's defaults.
 
-``lit-effdl fit --config configs/digits/supervised.yaml --test_after_fit true`` trains, then
-tests the best checkpoint (``--test_checkpoint last``: the final weights). Model and data are
-chosen by ``class_path`` (any ``BaseMethod`` and any ``LabelBudgetDataModule``); ``num_classes``,
-``in_chans`` and ``class_names`` come from the data.
+``lit-effdl fit --config configs/digits/supervised.yaml --test_after_fit true`` trains, then tests
+the final weights (EMA when on); ``--test_checkpoint best`` tests the best ``val/acc`` checkpoint
+instead. Model and data are chosen by ``class_path`` (any ``BaseMethod`` and any
+``LabelBudgetDataModule``); ``num_classes``, ``in_chans`` and ``class_names`` come from the data.
+
+``lit-effdl rounds --config configs/digits/noisy_student.yaml --out DIR [overrides]`` runs a
+rounds recipe (Noisy Student, offline pseudo-labels): see ``lit_effdl.rounds``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from lit_effdl.callbacks.confusion import TestConfusionMatrix
 from lit_effdl.callbacks.predictions import PredictionsCSV
 from lit_effdl.callbacks.progress import ThrottledRichProgressBar
 from lit_effdl.callbacks.run_status import RunMetadata, RunStatus, SnapshotOnException, write_run_status
-from lit_effdl.data.datamodule import LabelBudgetDataModule
 from lit_effdl.errors import UserError
-from lit_effdl.methods.base import BaseMethod
 from lit_effdl.runtime import tune_allocator
 
 LAST_CHECKPOINT_WARNINGS = (r"`\.fit\(ckpt_path=None\)` was called without a model",
                             r'\.fit\(ckpt_path="last"\) is set, but there is no last checkpoint')
+
+CLI_DESCRIPTION = ("lit-effdl fit|validate|test|predict: Lightning's CLI. Also lit-effdl rounds --config C --out DIR "
+               "[overrides]: a rounds recipe (Noisy Student, offline pseudo-labels); see lit-effdl rounds --help.")
 
 
 class EffdlCLI(LightningCLI):
@@ -47,15 +51,20 @@ class EffdlCLI(LightningCLI):
         tune_allocator()  # before any batch is allocated (see lit_effdl.runtime)
         super().__init__(*args, **kwargs)
 
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        kwargs.setdefault("description", CLI_DESCRIPTION)
+        return super().init_parser(**kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--test_after_fit", type=bool, default=False,
             help="after fit, test the checkpoint --test_checkpoint names (one command, one test number)",
         )
         parser.add_argument(
-            "--test_checkpoint", type=Literal["best", "last"], default="best",
-            help="the checkpoint tested after fit (and a Noisy Student round's next teacher): 'best' val/acc, "
-                 "or 'last', the final weights (EMA when on), the FixMatch paper's protocol",
+            "--test_checkpoint", type=Literal["best", "last"], default="last",
+            help="the checkpoint tested after fit (and a rounds recipe's next teacher): 'last', the final "
+                 "weights (EMA when on), the FixMatch paper's protocol, or 'best' val/acc (a small "
+                 "validation split makes 'best' pick noise)",
         )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
@@ -83,7 +92,7 @@ class EffdlCLI(LightningCLI):
         """The file ``test_checkpoint`` names after a fit: the best ``val/acc`` one or ``last.ckpt``
         (``None``, the weights in memory, where that file was not written)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("test_checkpoint", "best") == "last":
+        if config.get("test_checkpoint", "last") == "last":
             final = self._final_checkpoint
             return (final.best_model_path if final is not None else "") or None
         checkpoint = self.trainer.checkpoint_callback
@@ -123,7 +132,7 @@ class EffdlCLI(LightningCLI):
             kwargs["logger"] = self._default_logger(config.get("default_root_dir") or ".")
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(RunStatus())
-        if self.subcommand in ("fit", None):  # None: run=False, the caller fits (scripts/noisy_student.py)
+        if self.subcommand in ("fit", None):  # None: run=False, the caller fits (lit_effdl.experiment.run_fit)
             checkpoints = os.path.join(trainer.log_dir or ".", "checkpoints")
             # Lightning 2.6 refreshes save_last only when a top-k file is saved: resuming needs every epoch
             self._final_checkpoint = ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
@@ -195,26 +204,24 @@ def user_error_in(err: BaseException) -> UserError | None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point; bad input ends with one message and exit code 2 (``--debug``: traceback)."""
+    """Console entry point; bad input ends with one message and exit code 2 (``--debug``: traceback).
+    ``lit-effdl rounds ...`` runs ``lit_effdl.rounds.main``; anything else is Lightning's CLI."""
     from_argv = args is None
     args = list(sys.argv[1:] if from_argv else args)
+    if args[:1] == ["rounds"]:
+        from lit_effdl.rounds import main as rounds_main
+
+        rounds_main(args[1:])
+        return
     debug = _wants_debug(args)
     if "--debug" in args:
         args.remove("--debug")
         if from_argv:
             sys.argv.remove("--debug")
     try:
-        EffdlCLI(
-            BaseMethod,
-            LabelBudgetDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            seed_everything_default=0,
-            trainer_defaults={"log_every_n_steps": 10},
-            save_config_kwargs={"overwrite": True},
-            args=None if from_argv else args,
-            auto_configure_optimizers=False,
-        )
+        from lit_effdl.experiment import make_cli
+
+        make_cli(None if from_argv else args, run=True)
         close_process_group()
     except KeyboardInterrupt:
         sys.exit(130)

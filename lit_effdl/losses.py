@@ -6,20 +6,13 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy against probability vectors ``targets`` (rows sum to 1)."""
-    return -(targets.float() * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
-
-
 def classification_loss(
     logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
 ) -> torch.Tensor:
-    """Cross-entropy for hard (class index) or soft (probability vector) targets, in float32."""
-    if targets.ndim == logits.ndim:
-        if label_smoothing:
-            targets = targets.float() * (1 - label_smoothing) + label_smoothing / logits.shape[-1]
-        return soft_target_cross_entropy(logits, targets)
-    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+    """Mean cross-entropy in float32 against class indices or probability vectors (rows sum to 1,
+    e.g. Mixup / CutMix); ``label_smoothing`` mixes the uniform distribution into either."""
+    soft = targets.ndim == logits.ndim
+    return F.cross_entropy(logits.float(), targets.float() if soft else targets, label_smoothing=label_smoothing)
 
 
 def confidence_masked_cross_entropy(
@@ -41,10 +34,8 @@ def confidence_masked_cross_entropy(
 def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
                            normaliser: torch.Tensor | float) -> torch.Tensor:
     """``sum_i w_i * CE(logits_i, targets_i) / normaliser`` for hard (index) or soft (probability) targets."""
-    if targets.ndim == logits.ndim:
-        per_row = -(targets.float() * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
-    else:
-        per_row = F.cross_entropy(logits.float(), targets, reduction="none")
+    soft = targets.ndim == logits.ndim
+    per_row = F.cross_entropy(logits.float(), targets.float() if soft else targets, reduction="none")
     return (per_row * weights.float()).sum() / normaliser
 
 

@@ -10,7 +10,6 @@ The same call serves a teacher-logit cache (``temperature`` and ``output="logits
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -21,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lit_effdl.errors import UserError
+from lit_effdl.io import save_atomic
 
 FORMAT_VERSION = 1
 
@@ -103,7 +103,12 @@ def _gather_by_index(index: torch.Tensor, values: torch.Tensor, world: int) -> t
     all_values = [torch.empty_like(values) for _ in range(world)]
     dist.all_gather(all_index, index.contiguous())
     dist.all_gather(all_values, values.contiguous())
-    index, values = torch.cat(all_index), torch.cat(all_values)
+    return unique_by_index(torch.cat(all_index), torch.cat(all_values))
+
+
+def unique_by_index(index: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows sorted by sample index, each index once (the first of repeats: a distributed sampler
+    pads its shards with copies of the first samples)."""
     order = torch.argsort(index, stable=True)
     index, values = index[order], values[order]
     keep = torch.ones_like(index, dtype=torch.bool)
@@ -193,17 +198,12 @@ def make_pseudo_labels(
 
 
 def save_pseudo_labels(path: str | Path, labels: PseudoLabelSet) -> None:
-    """Write atomically: a temp file beside ``path`` renamed over it (never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+    """Write ``labels`` to ``path`` whole or not at all."""
+    save_atomic({
         "format_version": FORMAT_VERSION,
         "index": labels.index, "targets": labels.targets, "confidence": labels.confidence,
         "teacher_fingerprint": labels.teacher_fingerprint, "num_unlabeled": labels.num_unlabeled,
-    }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    }, path)
 
 
 def load_pseudo_labels(path: str | Path, teacher_fingerprint: str | None = None,

@@ -7,18 +7,14 @@ seed, then report test accuracy on the 359 held-out digits. A few minutes on 2 C
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+from lit_effdl.experiment import run_fit
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from label_efficiency import DATASET_OVERRIDES  # noqa: E402
-from noisy_student import fit_and_test  # noqa: E402
-
 LABELS = ["--data.init_args.num_labels_per_class", "5"]
-SUPERVISED = DATASET_OVERRIDES["digits"]["supervised"]  # the label-efficiency baseline: same images, net
+SUPERVISED = ROOT / "configs/digits/supervised_16px.yaml"  # the label-efficiency baseline: same images, net
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,13 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     print("lit-effdl demo: digits, 5 labels per class (50 labels), 1243 unlabeled images, small CNN", flush=True)
     start = time.perf_counter()
-    sup = fit_and_test(str(ROOT / "configs/digits/supervised.yaml"),
-                       LABELS + SUPERVISED + ["--trainer.max_epochs", str(args.supervised_epochs)],
-                       Path(args.root) / "supervised")
+    sup = run_fit(str(SUPERVISED), LABELS + ["--trainer.max_epochs", str(args.supervised_epochs)],
+                  Path(args.root) / "supervised")
     t_sup = time.perf_counter() - start
     print(f"supervised (50 labels):            test/acc {sup['test_acc']:.4f}   ({t_sup:.0f} s)", flush=True)
-    fix = fit_and_test(str(ROOT / "configs/digits/fixmatch.yaml"),
-                       LABELS + ["--trainer.max_epochs", str(args.fixmatch_epochs)], Path(args.root) / "fixmatch")
+    fix = run_fit(str(ROOT / "configs/digits/fixmatch.yaml"),
+                  LABELS + ["--trainer.max_epochs", str(args.fixmatch_epochs)], Path(args.root) / "fixmatch")
     t_fix = time.perf_counter() - start - t_sup
     print(f"FixMatch (50 labels + unlabeled):  test/acc {fix['test_acc']:.4f}   ({t_fix:.0f} s)", flush=True)
     print(f"gain from the unlabeled images: {100 * (fix['test_acc'] - sup['test_acc']):+.1f} points")

@@ -29,11 +29,10 @@ import lightning as L
 import torch
 
 from lit_effdl.data import DigitsDataModule
+from lit_effdl.experiment import results_in_order
+from lit_effdl.io import write_json_atomic
 from lit_effdl.methods import Distill, Supervised
 from lit_effdl.runtime import tune_allocator
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _fits import results_in_order  # noqa: E402
 
 RUNS = ("student_alone_5", "kd_5_unlabeled", "student_alone_all", "kd_all")
 IMAGE_SIZE = 16
@@ -147,7 +146,7 @@ def main() -> None:
         summary[run] = round(statistics.mean(accs), 4)
         print(f"  {run:<18} {summary[run]:.4f} +- {std:.4f}   {' '.join(f'{a:.4f}' for a in accs)}")
     print(f"total {time.time() - start:.0f}s")
-    (out / "results.json").write_text(json.dumps({"per_seed": results, "mean": summary}, indent=1))
+    write_json_atomic(out / "results.json", {"per_seed": results, "mean": summary})
     sys.stdout.flush()
     print(json.dumps(summary))
 

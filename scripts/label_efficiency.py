@@ -3,8 +3,9 @@
     python scripts/label_efficiency.py --dataset digits --labels-per-class 2,5,10,all \\
         --methods supervised,pseudo_label,fixmatch,noisy_student --seeds 0,1,2 --jobs 2
 
-Every (method, labels per class, seed) trains ``configs/<dataset>/<method>.yaml`` with the label
-split and the seed both set to the seed, and tests one protocol for every method
+Every (method, labels per class, seed) trains the method's config (``configs/<dataset>/<method>.yaml``;
+the supervised baseline: ``configs/digits/supervised_16px.yaml``, FixMatch's images, network and
+steps) with the label split and the seed both set to the seed, and tests one protocol for every method
 (``--test-checkpoint``, default ``last``: the final weights, EMA where on, as the FixMatch paper
 reports; ``best`` picks the best val/acc epoch, on a validation set of labels the method never
 trains on). Prints a markdown table (mean +- std of test accuracy), writes ``label_efficiency.json`` and ``label_efficiency.png`` in ``--out``; the last stdout line is
@@ -25,54 +26,47 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _fits import results_in_order  # noqa: E402
-from noisy_student import fit_and_test, run_rounds  # noqa: E402
-
-from lit_effdl.errors import UserError  # noqa: E402
+from lit_effdl.errors import UserError
+from lit_effdl.experiment import results_in_order, run_fit
+from lit_effdl.io import write_json_atomic
+from lit_effdl.rounds import config_files, is_rounds_config, run_rounds
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("supervised", "pseudo_label", "fixmatch", "noisy_student")
-ROUNDS_METHODS = ("pseudo_label", "noisy_student")  # teacher then student(s): the rounds driver
-# The supervised baseline sees the same images, backbone and image size as the other methods.
-DATASET_OVERRIDES = {
-    "digits": {
-        "supervised": ["--data.init_args.image_size", "16", "--data.init_args.batch_size", "16",
-                       "--data.init_args.labeled_samples_per_epoch", "1600", "--trainer.max_epochs", "5",
-                       "--model.init_args.lr", "0.03", "--model.init_args.ema_decay", "0.99"],
-    },
-}
+# A config file other than configs/<dataset>/<method>.yaml (the supervised baseline sees the same
+# images, backbone and image size as the other methods).
+CONFIG_FILES = {("digits", "supervised"): "supervised_16px.yaml"}
 
 
 def config_path(dataset: str, method: str) -> Path:
-    path = ROOT / "configs" / dataset / f"{method}.yaml"
+    path = ROOT / "configs" / dataset / CONFIG_FILES.get((dataset, method), f"{method}.yaml")
     if not path.exists():
         raise UserError(f"no config {path}: methods with configs are {', '.join(METHODS)}")
     return path
 
 
 def config_fingerprint(dataset: str, method: str) -> str:
-    """8 hex digits of the config file and this script's overrides for it: a changed recipe is a new run."""
-    recipe = config_path(dataset, method).read_bytes() + repr(DATASET_OVERRIDES.get(dataset, {}).get(method)).encode()
-    return hashlib.sha1(recipe).hexdigest()[:8]
+    """8 hex digits of the config file (a rounds recipe: and every config it names): a changed recipe
+    is a new run."""
+    path = config_path(dataset, method)
+    files = config_files(path) if is_rounds_config(path) else [path]
+    return hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest()[:8]
 
 
 def run_one(dataset: str, method: str, labels: int | None, seed: int, out: Path, extra: list[str],
             test_checkpoint: str = "last", fingerprint: str | None = None) -> float:
     """One fit (or one rounds run) in ``out/<method>/lpc<labels>/seed<seed>-<test_checkpoint>-<fingerprint>``."""
     config = str(config_path(dataset, method))
-    overrides = list(DATASET_OVERRIDES.get(dataset, {}).get(method, []))
-    overrides += ["--seed_everything", str(seed), "--data.init_args.split_seed", str(seed),
-                  "--data.init_args.num_labels_per_class", "null" if labels is None else str(labels),
-                  "--test_checkpoint", test_checkpoint, *extra]
+    overrides = ["--seed_everything", str(seed), "--data.init_args.split_seed", str(seed),
+                 "--data.init_args.num_labels_per_class", "null" if labels is None else str(labels),
+                 "--test_checkpoint", test_checkpoint, *extra]
     fingerprint = fingerprint or config_fingerprint(dataset, method)
     run_dir = out / method / f"lpc{labels or 'all'}" / f"seed{seed}-{test_checkpoint}-{fingerprint}"
     if extra:  # other settings, other folder (the rounds driver resumes whatever it finds there)
         run_dir = run_dir.with_name(run_dir.name + "_" + hashlib.sha1(" ".join(extra).encode()).hexdigest()[:8])
-    if method in ROUNDS_METHODS:
+    if is_rounds_config(config):  # teacher then student(s): the rounds driver
         return float(run_rounds(config, run_dir, overrides)[-1]["test_acc"])
-    return fit_and_test(config, overrides, run_dir)["test_acc"]
+    return run_fit(config, overrides, run_dir)["test_acc"]
 
 
 def summarise(results: list[dict]) -> list[dict]:
@@ -199,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown_table(summary, methods, labels))
     plot(summary, methods, out / "label_efficiency.png", args.dataset)
     payload = {"results": results, "summary": summary}
-    (out / "label_efficiency.json").write_text(json.dumps(payload, indent=1))
+    write_json_atomic(out / "label_efficiency.json", payload)
     print(json.dumps(payload))
 
 

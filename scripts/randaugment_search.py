@@ -15,16 +15,13 @@ import argparse
 import csv
 import itertools
 import random
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _fits import fit_once  # noqa: E402
-
-from lit_effdl.augment.pipelines import expand_spec, parse_token  # noqa: E402
+from lit_effdl.augment.pipelines import expand_spec, parse_token
+from lit_effdl.experiment import run_fit
 
 
 def spec_with(base_spec: str, n: int, m: int) -> str:
@@ -60,8 +57,8 @@ def main() -> None:
     for n, m in pairs:
         spec = spec_with(base_spec, n, m)
         t0 = time.time()
-        r = fit_once(args.config, [f"--data.labeled_augment={spec}", f"--trainer.max_epochs={args.epochs}",
-                                   f"--seed_everything={args.seed}", *overrides], str(out / f"n{n}_m{m}"))
+        r = run_fit(args.config, [f"--data.labeled_augment={spec}", f"--trainer.max_epochs={args.epochs}",
+                                  f"--seed_everything={args.seed}", *overrides], out / f"n{n}_m{m}", test=False)
         rows.append({"n": n, "m": m, "spec": spec, "val_acc": round(r["val_acc"], 4),
                      "seconds": round(time.time() - t0, 1)})
         print(f"n={n} m={m:2d} val/acc {r['val_acc']:.4f} ({rows[-1]['seconds']} s)", flush=True)

@@ -37,6 +37,7 @@ import torch
 from lit_effdl.data import DigitsDataModule
 from lit_effdl.data.datamodule import Sources
 from lit_effdl.data.sources import TensorImages, digits_sources
+from lit_effdl.io import write_json_atomic
 from lit_effdl.methods import Finetune, Supervised
 from lit_effdl.runtime import tune_allocator
 
@@ -207,9 +208,9 @@ def main() -> None:
         if (args.recipes or args.recipes_only) and protocol in args.recipe_protocols:
             result["recipes"][protocol] = run_recipes(protocol, max(args.budgets), args.seeds, source, args.steps)
         if args.out:  # partial results survive an interrupted run
-            args.out.write_text(json.dumps(result, indent=1))
+            write_json_atomic(args.out, result)
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+        write_json_atomic(args.out, result)
     print(json.dumps(result))
 
 

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import lit_effdl.cli  # noqa: F401  (imported once, shared by the forked children)
+import lit_effdl.experiment  # noqa: F401
 import lit_effdl.data  # noqa: F401
 import lit_effdl.methods  # noqa: F401
 

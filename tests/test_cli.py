@@ -89,3 +89,27 @@ def test_bad_input_is_one_message_without_traceback(tmp_path, config, extra, mes
     for status in tmp_path.glob("lightning_logs/*/run_status.json"):
         assert json.loads(status.read_text())["status"] != "completed"
     assert not list(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt")), "a bad input left a checkpoint"
+
+
+def test_test_after_fit_tests_the_final_weights_unless_told_best(tmp_path, config):
+    """The default tested checkpoint is last.ckpt (best-by-val/acc on a small validation split picks
+    noise); ``--test_checkpoint best`` still tests the best val/acc file."""
+    from lit_effdl.experiment import run_fit
+
+    tiny = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+            "--trainer.limit_test_batches", "1"]
+    last = run_fit(str(config), tiny, tmp_path / "last")
+    assert Path(last["tested_checkpoint"]).name == "last.ckpt" and Path(last["tested_checkpoint"]).is_file()
+    assert last["test_acc"] is not None and last["global_step"] == 4
+    best = run_fit(str(config), [*tiny, "--test_checkpoint", "best"], tmp_path / "best")
+    assert best["tested_checkpoint"] == best["best_model_path"] and Path(best["best_model_path"]).name.startswith("best-")
+
+
+def test_rounds_subcommand_runs_the_rounds_driver(monkeypatch):
+    import lit_effdl.rounds
+    from lit_effdl.cli import main
+
+    calls = []
+    monkeypatch.setattr(lit_effdl.rounds, "main", calls.append)
+    main(["rounds", "--config", "c.yaml", "--out", "runs/x", "--seed_everything", "1"])
+    assert calls == [["--config", "c.yaml", "--out", "runs/x", "--seed_everything", "1"]]

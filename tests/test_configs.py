@@ -19,6 +19,7 @@ ONE_STEP = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "
 SMALL_BATCHES = ["--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "8"]
 CASES = {
     "digits/supervised.yaml": [],
+    "digits/supervised_16px.yaml": [],
     "digits/supervised_strong.yaml": [],
     "digits/fixmatch.yaml": [],
     "digits/pseudo_label.yaml": [],

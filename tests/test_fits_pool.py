@@ -1,4 +1,4 @@
-"""scripts/_fits.results_in_order: a killed script takes its parallel workers with it (Linux)."""
+"""lit_effdl.experiment.results_in_order: a killed script takes its parallel workers with it (Linux)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = """
-import sys
-sys.path.insert(0, {scripts!r})
-from _fits import results_in_order
+from lit_effdl.experiment import results_in_order
 
 def long_fit(epochs):
     import os
@@ -43,7 +40,7 @@ if __name__ == "__main__":
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_workers_die_with_a_killed_parent(tmp_path):
     script = tmp_path / "pool.py"
-    script.write_text(SCRIPT.format(scripts=str(ROOT / "scripts")))
+    script.write_text(SCRIPT)
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     workers = [int(parent.stdout.readline().split()[1]) for _ in range(2)]

@@ -45,13 +45,13 @@ def test_an_edited_config_is_a_new_run(tmp_path, monkeypatch):
     """The cache key and the run folder carry the config's fingerprint: a stale result is never reused."""
     import importlib.util
 
-    sys.path.insert(0, str(ROOT / "scripts"))
     spec = importlib.util.spec_from_file_location("label_efficiency_mod", ROOT / "scripts" / "label_efficiency.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = tmp_path / "configs" / "digits" / "supervised.yaml"
+    shipped = module.config_path("digits", "supervised")
+    config = tmp_path / shipped.relative_to(ROOT)
     config.parent.mkdir(parents=True)
-    config.write_text((ROOT / "configs" / "digits" / "supervised.yaml").read_text())
+    config.write_text(shipped.read_text())
     monkeypatch.setattr(module, "ROOT", tmp_path)
     before = module.config_fingerprint("digits", "supervised")
     config.write_text(config.read_text() + "# one edit\n")

@@ -10,7 +10,7 @@ so both draw from one distribution for specs whose geometric tokens come before 
 differences: a colour token written before a geometric one still runs after it here, and ``rrc``
 samples nearest instead of torchvision's antialiased resize.
 
-Use it from a method: ``BaseMethod(augment_on="device")`` moves the data module's specs here.
+The data module applies it with ``augment_on: device`` (``LabelBudgetDataModule.on_after_batch_transfer``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from lit_effdl.augment import ops
 from lit_effdl.augment.pipelines import GREY, RandomGeometry, expand_spec, parse_token
 from lit_effdl.augment.randaugment import OP_TABLE, RA_OPS, draw_ops, geom_matrix, op_param
+from lit_effdl.augment.warp import warp_work
 
 
 class BatchedPipeline:
@@ -37,7 +38,6 @@ class BatchedPipeline:
         self.steps = [parse_token(t) for t in expand_spec(spec)]
         self.steps = [(n, a) for n, a in self.steps if n != "none"]
         self.fill = fill
-        self.last_ops: torch.Tensor | None = None  # (B, N) RandAugment op indices of the last call
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -63,7 +63,7 @@ class BatchedPipeline:
             elif name == "crop":
                 pad = int(a["pad"]) if a["pad"] is not None else max(1, h // 8)
                 shift = torch.randint(0, 2 * pad + 1, (2, b), device=dev).float()
-                geometry.append((ops.translation_matrix(pad - shift[1], pad - shift[0]), "reflect"))
+                geometry.append((ops.affine_matrix(h, w, tx=pad - shift[1], ty=pad - shift[0]), "reflect"))
             elif name == "rrc":
                 geometry.append((_rrc_matrix(b, h, w, a["s"], dev), "fill"))
             elif name in ("rotate", "shear", "affine3"):
@@ -81,7 +81,7 @@ class BatchedPipeline:
                 self._randaugment(b, h, w, int(a["n"]), a["m"], a["mstd"], peak, geometry, colour, dev)
         if geometry:
             fill = round(self.fill * 255) if x.dtype == torch.uint8 else self.fill
-            x = ops.warp_work(x, geometry, fill, lead_axis_aligned=True)  # flips and crops lead
+            x = warp_work(x, geometry, fill, lead_axis_aligned=True)  # flips and crops lead
         if colour:  # one float copy for all colour steps, rounded once at the end (as per image)
             dtype, x = x.dtype, x.float()
             for step in colour:
@@ -91,7 +91,6 @@ class BatchedPipeline:
 
     def _randaugment(self, b, h, w, num_ops, magnitude, mstd, peak, geometry, colour, dev) -> None:
         idx, mag, sign = draw_ops(b, num_ops, magnitude, mstd, len(RA_OPS), device=dev)
-        self.last_ops = idx
         composed = None  # a sample's geometric ops, composed into one map
         for k in range(num_ops):
             m = _slot_matrix(idx[:, k], mag[:, k], sign[:, k], h, w)
@@ -102,24 +101,11 @@ class BatchedPipeline:
 
 
 def _slot_matrix(idx: torch.Tensor, mag: torch.Tensor, sign: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, 3, 3) matrices of one RandAugment slot, identity for colour ops: all samples at once
-    (each sample drew one op, so rotation, shears and shifts are zero but for the drawn one)."""
+    """(B, 3, 3) matrices of one RandAugment slot, identity for colour ops: all samples at once."""
     def value(name):
         return torch.where(idx == RA_OPS.index(name), op_param(name, mag, sign), torch.zeros_like(mag))
 
-    a = torch.deg2rad(value("rotate"))
-    sx, sy = value("shear_x"), value("shear_y")
-    tx, ty = value("translate_x") * w, value("translate_y") * h
-    cos, sin = torch.cos(a), torch.sin(a)
-    # rotation @ shear about the centre, then the shift (geom_matrix's conventions)
-    a00, a01 = cos + sin * sy, cos * sx + sin
-    a10, a11 = -sin + cos * sy, -sin * sx + cos
-    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    m = torch.zeros(idx.shape[0], 3, 3, device=idx.device)
-    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = a00, a01, cx - a00 * cx - a01 * cy + tx
-    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = a10, a11, cy - a10 * cx - a11 * cy + ty
-    m[:, 2, 2] = 1.0
-    return m
+    return geom_matrix({name: value(name) for name in RA_OPS if OP_TABLE[name][0] == "geom"}, h, w)
 
 
 def _colour_slot(x: torch.Tensor, idx, mag, sign, peak: float, select: bool | None = None) -> torch.Tensor:
@@ -167,24 +153,3 @@ def build_batched(spec: str | None, fill: float = 0.0) -> BatchedPipeline | None
     pipeline = BatchedPipeline(spec, fill)
     return pipeline if pipeline else None
 
-
-# data-module attribute of each view's spec
-VIEW_SPECS = {"labeled": "labeled_augment", "weak": "unlabeled_weak_augment",
-              "strong": "unlabeled_strong_augment"}
-
-
-def take_device_pipelines(datamodule) -> dict[str, BatchedPipeline]:
-    """Batched pipelines of the data module's labeled / weak / strong specs; the data module's
-    specs become ``"none"`` so its loaders hand over plain uint8 images (no double augmentation)."""
-    pipelines: dict[str, BatchedPipeline] = {}
-    if datamodule is None:
-        return pipelines
-    for view, attr in VIEW_SPECS.items():
-        spec = getattr(datamodule, attr, None)
-        if spec is None:
-            continue
-        pipeline = build_batched(spec)
-        if pipeline is not None:
-            pipelines[view] = pipeline
-        setattr(datamodule, attr, "none")
-    return pipelines

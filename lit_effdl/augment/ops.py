@@ -5,7 +5,8 @@ the same dtype and shape. Parameters are floats or ``(B,)`` tensors (one value p
 what torchvision's v2 functionals lack (one scalar per call) and why the colour ops are written here:
 the batched path needs per-sample factors, and both paths must run the same code to share one
 distribution. Geometric ops are 3x3 pixel matrices (x right, y down, pixel centres at integers)
-applied by :func:`warp` (:mod:`lit_effdl.augment.warp`: nearest sampling, one ``gather`` per call).
+built by :func:`affine_matrix` and applied by :func:`lit_effdl.augment.warp.warp_work` (
+nearest sampling, one ``gather`` per call), on both paths.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from lit_effdl.augment.warp import base_points, warp_work
 from lit_effdl.errors import UserError
 
 Param = float | torch.Tensor
@@ -125,58 +124,25 @@ COLOR_OPS = {
 }
 
 
-def apply_color(name: str, img: torch.Tensor, param: Param = 0.0) -> torch.Tensor:
-    """A colour op by name on uint8 / float images (per-sample ``param`` allowed)."""
-    x, peak, dtype, single = to_work(img)
-    return from_work(COLOR_OPS[name](x, param, peak), dtype, single)
-
-
-def brightness(img: torch.Tensor, delta: Param) -> torch.Tensor:
-    """Add ``delta`` (a fraction of the range, e.g. 0.2 = +51 on uint8), clipped to [0, 255] / [0, 1]."""
-    return apply_color("brightness", img, delta)
-
-
-def contrast(img: torch.Tensor, factor: Param) -> torch.Tensor:
-    """Scale the distance to the mean grey level by ``factor`` (1 = identity), clipped."""
-    return apply_color("contrast", img, factor)
-
-
 # ---------------------------------------------------------------- geometry
-def _eye(b: int, device=None) -> torch.Tensor:
-    return torch.eye(3, device=device).repeat(b, 1, 1)
-
-
-def _about_centre(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Conjugate pixel matrices so they act about the image centre."""
+def affine_matrix(h: int, w: int, degrees: Param = 0.0, shear_x: Param = 0.0, shear_y: Param = 0.0,
+                  tx: Param = 0.0, ty: Param = 0.0) -> torch.Tensor:
+    """(B, 3, 3) forward pixel matrices: the shear x' = x + shear_x * y, y' = y + shear_y * x, then a
+    rotation by ``degrees`` (counter-clockwise on screen), both about the image centre, then a shift
+    by (tx, ty) pixels. Parameters are floats or (B,) tensors. The one geometry builder: every
+    rotate, shear, translate and crop of both paths is one of these, applied by :func:`warp_work`."""
+    tensors = [p for p in (degrees, shear_x, shear_y, tx, ty) if isinstance(p, torch.Tensor)]
+    device = tensors[0].device if tensors else None
+    a, sx, sy, tx, ty = torch.broadcast_tensors(*[torch.as_tensor(p, dtype=torch.float32, device=device).reshape(-1)
+                                                  for p in (degrees, shear_x, shear_y, tx, ty)])
+    a = torch.deg2rad(a)
+    cos, sin = torch.cos(a), torch.sin(a)
+    a00, a01 = cos + sin * sy, cos * sx + sin
+    a10, a11 = -sin + cos * sy, -sin * sx + cos
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    t = _eye(1, m.device)
-    t[0, 0, 2], t[0, 1, 2] = cx, cy
-    t_inv = _eye(1, m.device)
-    t_inv[0, 0, 2], t_inv[0, 1, 2] = -cx, -cy
-    return t @ m @ t_inv
-
-
-def rotation_matrix(degrees: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, 3, 3) rotation by ``degrees`` (counter-clockwise on screen) about the centre."""
-    a = torch.deg2rad(degrees.float())
-    m = _eye(a.shape[0], a.device)
-    m[:, 0, 0], m[:, 0, 1] = torch.cos(a), torch.sin(a)
-    m[:, 1, 0], m[:, 1, 1] = -torch.sin(a), torch.cos(a)
-    return _about_centre(m, h, w)
-
-
-def shear_matrix(sx: torch.Tensor, sy: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, 3, 3) shear: x' = x + sx * y, y' = y + sy * x, about the centre."""
-    m = _eye(sx.shape[0], sx.device)
-    m[:, 0, 1], m[:, 1, 0] = sx.float(), sy.float()
-    return _about_centre(m, h, w)
-
-
-def translation_matrix(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 3) shift by (tx, ty) pixels."""
-    m = _eye(tx.shape[0], tx.device)
-    m[:, 0, 2], m[:, 1, 2] = tx.float(), ty.float()
-    return m
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([a00, a01, cx - a00 * cx - a01 * cy + tx, a10, a11, cy - a10 * cx - a11 * cy + ty,
+                        zero, zero, one], 1).view(-1, 3, 3)
 
 
 def affine_from_points(src, dst) -> torch.Tensor:
@@ -194,45 +160,6 @@ def affine_from_points(src, dst) -> torch.Tensor:
     return torch.linalg.solve(a, dst).T.float()  # (2, 3)
 
 
-def warp(img: torch.Tensor, matrices: list[tuple[torch.Tensor, str]], fill: float = 0.0) -> torch.Tensor:
-    """Apply forward pixel matrices ``[(M (B,3,3), mode), ...]`` in order with one ``grid_sample``.
-
-    ``mode`` is ``"fill"`` (points leaving the image become ``fill``, a fraction of the range) or
-    ``"reflect"`` (coordinates reflect at the border, the convention of pad-and-crop). Each output
-    pixel is traced back through the steps, so a chain equals applying the steps one by one.
-    """
-    x, peak, dtype, single = to_work(img)
-    return from_work(warp_work(x, matrices, fill * peak), dtype, single)
-
-
-def rotate(img: torch.Tensor, degrees: Param, fill: float = 0.0) -> torch.Tensor:
-    """Rotate by ``degrees`` about the centre; uncovered pixels become ``fill`` (fraction of range)."""
-    b = 1 if img.ndim == 3 else img.shape[0]
-    d = torch.as_tensor(degrees, dtype=torch.float32).expand(b)
-    return warp(img, [(rotation_matrix(d, *img.shape[-2:]), "fill")], fill)
-
-
-def shear(img: torch.Tensor, sx: Param = 0.0, sy: Param = 0.0, fill: float = 0.0) -> torch.Tensor:
-    """Shear about the centre: x' = x + sx * y, y' = y + sy * x."""
-    b = 1 if img.ndim == 3 else img.shape[0]
-    sx_t = torch.as_tensor(sx, dtype=torch.float32).expand(b)
-    sy_t = torch.as_tensor(sy, dtype=torch.float32).expand(b)
-    return warp(img, [(shear_matrix(sx_t, sy_t, *img.shape[-2:]), "fill")], fill)
-
-
-def affine_points(img: torch.Tensor, src, dst, fill: float = 0.0) -> torch.Tensor:
-    """Warp so the pixel at each ``src`` point lands on the matching ``dst`` point."""
-    m = _eye(1)
-    m[0, :2] = affine_from_points(src, dst)
-    b = 1 if img.ndim == 3 else img.shape[0]
-    return warp(img, [(m.expand(b, 3, 3), "fill")], fill)
-
-
-def hflip(img: torch.Tensor) -> torch.Tensor:
-    """Mirror left-right."""
-    return img.flip(-1)
-
-
 def cutout_mask(cy: torch.Tensor, cx: torch.Tensor, side: int, h: int, w: int) -> torch.Tensor:
     """(B, 1, H, W) mask of squares of ``side`` centred at (cy, cx), clipped at the borders."""
     top, left = (cy - side // 2)[:, None], (cx - side // 2)[:, None]
@@ -247,53 +174,3 @@ def magnitude_check(m: float, where: str) -> None:
     """Magnitudes live on the 0..30 scale of the RandAugment paper (and torchvision)."""
     if not (0 <= m <= 30) or math.isnan(m):
         raise UserError(f"magnitude {m} in '{where}' is out of range: use 0..30 (the paper's scale)")
-
-
-# ---------------------------------------------------------------- per-image fast path (Python floats)
-Mat = list[list[float]]
-
-
-def matmul3(a: Mat, b: Mat) -> Mat:
-    """3x3 matrix product on Python lists (per-image paths avoid tiny tensor ops)."""
-    return [[sum(a[i][k] * b[k][j] for k in range(3)) for j in range(3)] for i in range(3)]
-
-
-def inverse_affine(m: Mat) -> Mat:
-    """Inverse of an affine 3x3 (last row 0, 0, 1) on Python lists."""
-    a, b, tx = m[0]
-    c, d, ty = m[1]
-    det = a * d - b * c
-    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
-    return [[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)], [0.0, 0.0, 1.0]]
-
-
-_NORM_BASE: dict = {}
-
-
-def _norm_base(h: int, w: int, device, dtype) -> torch.Tensor:
-    """(H*W, 3) normalised pixel centres [x, y, 1] (align_corners=False), cached."""
-    key = (h, w, str(device), dtype)
-    if key not in _NORM_BASE:
-        pts = base_points(h, w, device, dtype).T.clone()
-        pts[:, 0] = (2 * pts[:, 0] + 1) / w - 1
-        pts[:, 1] = (2 * pts[:, 1] + 1) / h - 1
-        _NORM_BASE[key] = pts
-    return _NORM_BASE[key]
-
-
-def warp_single(x: torch.Tensor, m: Mat, fill_value: float) -> torch.Tensor:
-    """One forward pixel matrix (Python 3x3) on a float batch with ``affine_grid`` + ``grid_sample``
-    (nearest; points leaving the image become ``fill_value``). Same rule as :func:`warp_work`."""
-    b, c, h, w = x.shape
-    (a, b_, t0), (d, e, t1), _ = inverse_affine(m)
-    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    # theta = S @ M^-1 @ S^-1, S: pixel centres -> normalised coordinates (align_corners=False)
-    theta = [[a, b_ * h / w, 2.0 / w * (a * cx + b_ * cy + t0) + 1.0 / w - 1.0],
-             [d * w / h, e, 2.0 / h * (d * cx + e * cy + t1) + 1.0 / h - 1.0]]
-    # affine_grid's own arithmetic (normalised pixel centres @ theta^T) on a cached base grid
-    theta_t = torch.tensor(theta, dtype=x.dtype, device=x.device)
-    grid = (_norm_base(h, w, x.device, x.dtype) @ theta_t.T).view(1, h, w, 2).expand(b, h, w, 2)
-    if fill_value == 0:
-        return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return F.grid_sample(x - fill_value, grid, mode="nearest", padding_mode="zeros",
-                         align_corners=False).add_(fill_value)

@@ -33,6 +33,7 @@ from torchvision.transforms import v2
 
 from lit_effdl.augment import ops
 from lit_effdl.augment.randaugment import RandAugment
+from lit_effdl.augment.warp import warp_work
 from lit_effdl.errors import UserError
 
 PRESETS = {
@@ -144,9 +145,9 @@ class RandomGeometry(_Step):
         """(B, 3, 3) forward pixel matrices for ``b`` independent draws."""
         u = torch.rand(b, 6, device=device) * 2 - 1
         if self.kind == "rotate":
-            return ops.rotation_matrix(u[:, 0] * self.amount, h, w)
+            return ops.affine_matrix(h, w, degrees=u[:, 0] * self.amount)
         if self.kind == "shear":
-            return ops.shear_matrix(u[:, 0] * self.amount, u[:, 1] * self.amount, h, w)
+            return ops.affine_matrix(h, w, shear_x=u[:, 0] * self.amount, shear_y=u[:, 1] * self.amount)
         # affine3: reference triangle jittered by up to amount * side, A solved from src -> dst
         src = torch.tensor([[0.25 * w, 0.25 * h], [0.75 * w, 0.25 * h], [0.5 * w, 0.75 * h]], device=device)
         dst = src + u.reshape(b, 3, 2) * self.amount * torch.tensor([w, h], device=device)
@@ -156,7 +157,7 @@ class RandomGeometry(_Step):
         return m
 
     def work(self, x, peak):
-        return ops.warp_work(x, [(self.matrix(x.shape[0], *x.shape[-2:], x.device), "fill")], 0.0)
+        return warp_work(x, [(self.matrix(x.shape[0], *x.shape[-2:], x.device), "fill")], 0.0)
 
 
 class RandomColor(_Step):

@@ -7,7 +7,6 @@ from typing import Callable
 import torch
 from torchvision.utils import make_grid
 
-from lit_effdl.augment.batched import VIEW_SPECS, BatchedPipeline, build_batched
 from lit_effdl.augment.pipelines import build_pipeline
 
 
@@ -35,31 +34,29 @@ def preview_grid(images: torch.Tensor, pipeline: Callable | None, rows: int = 3,
 def datamodule_specs(datamodule) -> dict[str, str]:
     """The augmentation specs a data module uses in training, by view (weak / strong only with an
     unlabeled loader)."""
-    views = ["labeled"] + (["weak", "strong"] if getattr(datamodule, "unlabeled_ratio", 0) else [])
-    specs = {v: getattr(datamodule, VIEW_SPECS[v], None) for v in views}
-    return {v: s for v, s in specs.items() if s is not None}
+    views = ["labeled"] + (["weak", "strong"] if datamodule.unlabeled_ratio else [])
+    specs = datamodule.train_specs()
+    return {v: specs[v] for v in views if specs.get(v) is not None}
 
 
 def preview_images(datamodule, num_images: int = 8) -> torch.Tensor:
     """The first ``num_images`` labeled training images (un-augmented uint8), set up if needed."""
-    if getattr(datamodule, "split", None) is None:
+    if datamodule.split is None:
         datamodule.setup("fit")
-    source = datamodule.labeled_source
-    n = min(num_images, len(source))
-    return torch.stack([source.load(i) for i in range(n)])
+    images = datamodule.inference_dataset("labeled")
+    return torch.stack([images[i]["image"] for i in range(min(num_images, len(images)))])
 
 
-def view_pipelines(datamodule, device_pipelines: dict[str, BatchedPipeline] | None = None,
-                   spec: str | None = None) -> dict[str, tuple[Callable | None, bool, str]]:
-    """``view -> (pipeline, batched, spec)`` for the preview: the device pipelines when the method
-    took them, else the data module's per-image pipelines (``spec`` overrides every view)."""
+def view_pipelines(datamodule, spec: str | None = None) -> dict[str, tuple[Callable | None, bool, str]]:
+    """``view -> (pipeline, batched, spec)`` for the preview: the data module's batched pipelines
+    with ``augment_on="device"``, else its per-image ones (``spec`` overrides every view)."""
     size = int(preview_images(datamodule, 1).shape[-1])
     if spec is not None:
         return {"spec": (build_pipeline(spec, size), False, spec)}
-    if device_pipelines:
-        used = datamodule_specs(datamodule)
-        return {v: (p, True, p.spec) for v, p in device_pipelines.items() if v in used}
+    if datamodule.augment_on == "device":
+        device = datamodule.device_pipelines()
+        return {v: (device.get(v), True, s) for v, s in datamodule_specs(datamodule).items()}
     return {v: (build_pipeline(s, size), False, s) for v, s in datamodule_specs(datamodule).items()}
 
 
-__all__ = ["preview_grid", "datamodule_specs", "preview_images", "view_pipelines", "build_batched"]
+__all__ = ["preview_grid", "datamodule_specs", "preview_images", "view_pipelines"]

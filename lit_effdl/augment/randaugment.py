@@ -24,6 +24,7 @@ import math
 import torch
 
 from lit_effdl.augment import ops
+from lit_effdl.augment.warp import warp_work
 from lit_effdl.errors import UserError
 
 MAX_MAGNITUDE = 30.0
@@ -62,38 +63,16 @@ def op_param(name: str, magnitude: torch.Tensor, sign: torch.Tensor) -> torch.Te
     return value
 
 
-def geom_matrix(name: str, param: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, 3, 3) forward pixel matrix of a geometric op."""
-    zero = torch.zeros_like(param)
-    if name == "rotate":
-        return ops.rotation_matrix(param, h, w)
-    if name == "shear_x":
-        return ops.shear_matrix(param, zero, h, w)
-    if name == "shear_y":
-        return ops.shear_matrix(zero, param, h, w)
-    if name == "translate_x":
-        return ops.translation_matrix(param * w, zero)
-    if name == "translate_y":
-        return ops.translation_matrix(zero, param * h)
-    raise KeyError(name)
+_GEOM_ARGS = {"rotate": "degrees", "shear_x": "shear_x", "shear_y": "shear_y", "translate_x": "tx",
+              "translate_y": "ty"}
 
 
-def py_matrix(name: str, p: float, h: int, w: int) -> list[list[float]]:
-    """:func:`geom_matrix` for one Python-float parameter (the per-image path's fast version)."""
-    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    if name == "rotate":
-        a = math.radians(p)
-        c, s = math.cos(a), math.sin(a)
-        return [[c, s, cx - (c * cx + s * cy)], [-s, c, cy - (-s * cx + c * cy)], [0.0, 0.0, 1.0]]
-    if name == "shear_x":
-        return [[1.0, p, -p * cy], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-    if name == "shear_y":
-        return [[1.0, 0.0, 0.0], [p, 1.0, -p * cx], [0.0, 0.0, 1.0]]
-    if name == "translate_x":
-        return [[1.0, 0.0, p * w], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-    if name == "translate_y":
-        return [[1.0, 0.0, 0.0], [0.0, 1.0, p * h], [0.0, 0.0, 1.0]]
-    raise KeyError(name)
+def geom_matrix(params: dict[str, torch.Tensor], h: int, w: int) -> torch.Tensor:
+    """(B, 3, 3) forward pixel matrix of geometric op parameters ``{op name: (B,) values}`` taken
+    together (each sample of a RandAugment slot drew one op: the others are zero), both paths."""
+    kwargs = {_GEOM_ARGS[name]: value * (w if name == "translate_x" else h if name == "translate_y" else 1)
+              for name, value in params.items()}
+    return ops.affine_matrix(h, w, **kwargs)
 
 
 def check_ops(names) -> tuple[str, ...]:
@@ -135,7 +114,6 @@ class RandAugment:
         self.num_ops, self.magnitude, self.magnitude_std = num_ops, float(magnitude), float(magnitude_std)
         self.ops = check_ops(ops or RA_OPS)
         self.fill = fill
-        self.last_ops: list[str] = []  # what the latest call applied (for tests and previews)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         x, peak, dtype, single = ops.to_work(img)
@@ -151,29 +129,20 @@ class RandAugment:
             name = self.ops[min(int(u[k] * k_ops), k_ops - 1)]
             mag = min(max(self.magnitude + self.magnitude_std * noise[k], 0.0), MAX_MAGNITUDE)
             drawn.append((name, op_param(name, mag, 1.0 if u[n + k] < 0.5 else -1.0)))
-        geom = [(name, p) for name, p in drawn if OP_TABLE[name][0] == "geom"]
-        colour = [(name, p) for name, p in drawn if OP_TABLE[name][0] != "geom"]
-        self.last_ops = [name for name, _ in geom + colour]
-        if geom:
-            h, w = x.shape[-2:]
-            m = py_matrix(*geom[0], h, w)
-            for name, p in geom[1:]:
-                m = ops.matmul3(py_matrix(name, p, h, w), m)
-            x = ops.warp_single(x, m, self.fill * peak)
-        for name, p in colour:
-            x = ops.COLOR_OPS[name](x, p, peak)
+        composed = None  # the image's geometric ops composed into one map, as on the batched path
+        for name, p in drawn:
+            if OP_TABLE[name][0] == "geom":
+                m = geom_matrix({name: torch.tensor([p])}, *x.shape[-2:])
+                composed = m if composed is None else m @ composed
+        if composed is not None:
+            x = warp_work(x, [(composed, "fill")], self.fill * peak)
+        for name, p in drawn:
+            if OP_TABLE[name][0] != "geom":
+                x = ops.COLOR_OPS[name](x, p, peak)
         return x
 
     def __repr__(self) -> str:
         return f"RandAugment(num_ops={self.num_ops}, magnitude={self.magnitude}, std={self.magnitude_std})"
-
-
-def apply_op(name: str, x: torch.Tensor, param: torch.Tensor, peak: float, fill: float) -> torch.Tensor:
-    """One op on a float work batch (0..peak) with per-sample ``param`` (B,)."""
-    if OP_TABLE[name][0] == "geom":
-        m = geom_matrix(name, param, *x.shape[-2:])
-        return ops.warp_work(x, [(m, "fill")], fill * peak)
-    return ops.COLOR_OPS[name](x, param, peak)
 
 
 def ops_module_check(magnitude: float) -> None:

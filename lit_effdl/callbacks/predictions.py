@@ -11,6 +11,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from lit_effdl.pseudo_labels import unique_by_index
+
 
 class PredictionsCSV(BasePredictionWriter):
     """Gather ``{"probs", "index"}`` predictions and write ``predictions.csv`` in the run folder.
@@ -36,12 +38,9 @@ class PredictionsCSV(BasePredictionWriter):
             probs, index = gathered["probs"].flatten(0, 1).cpu(), gathered["index"].flatten(0).cpu()
         if not trainer.is_global_zero:
             return
-        order = torch.argsort(index, stable=True)
-        index, probs = index[order], probs[order]
-        keep = torch.ones_like(index, dtype=torch.bool)
-        keep[1:] = index[1:] != index[:-1]
+        index, probs = unique_by_index(index, probs)
         self.path = Path(trainer.log_dir or ".") / self.filename
-        write_predictions(self.path, index[keep], probs[keep], trainer.datamodule, self.top_k)
+        write_predictions(self.path, index, probs, trainer.datamodule, self.top_k)
         print(f"predictions written to {self.path}")
 
 

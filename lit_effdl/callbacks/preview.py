@@ -34,8 +34,7 @@ class AugmentPreview(Callback):
         if datamodule is None or not loggers or not trainer.is_global_zero:
             return
         images = preview_images(datamodule, self.num_images)
-        device = getattr(pl_module, "_device_augment", None)
-        for view, (pipeline, batched, _spec) in view_pipelines(datamodule, device).items():
+        for view, (pipeline, batched, _spec) in view_pipelines(datamodule).items():
             grid = preview_grid(images, pipeline, self.rows, batched=batched)
             for logger in loggers:
                 logger.experiment.add_image(f"augment/{view}", grid, global_step=trainer.global_step)

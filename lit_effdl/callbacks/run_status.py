@@ -9,8 +9,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
 
-from lit_effdl.data.datamodule import write_json_atomic
 from lit_effdl.errors import UserError
+from lit_effdl.io import write_json_atomic
 
 RUN_STATUS_FILE = "run_status.json"
 

@@ -8,24 +8,26 @@ through Lightning's ``CombinedLoader``.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from lit_effdl.augment import build_pipeline
+from lit_effdl.augment import BatchedPipeline, build_batched, build_pipeline
 from lit_effdl.data.sources import ConcatSource, ImageSource, SubsetSource, loose_images_source
 from lit_effdl.data.splits import BudgetSplit, label_budget_split
 from lit_effdl.data.views import ImagesOnlyView, LabeledView, UnlabeledView
 from lit_effdl.errors import UserError
+from lit_effdl.io import write_json_atomic
 
 SPLIT_FILE = "label_split.json"
+AUGMENT_ON = ("loader", "device")
+VIEWS = ("labeled", "weak", "strong")
+PARTS = ("labeled", "unlabeled")
 
 
 @dataclass
@@ -59,6 +61,22 @@ class LabelBudgetDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes (None: 0 on CPU-only machines, else 4).
         pin_memory: pin host memory (None: when CUDA is available).
         predict_root: a folder of images that ``lit-effdl predict`` labels (default: test split).
+        augment_on: where training views are augmented: ``loader`` (per image, in the DataLoader
+            workers) or ``device`` (the loaders hand plain uint8 images; after the transfer to the
+            training device, :meth:`on_after_batch_transfer` applies the batched pipelines of
+            :mod:`lit_effdl.augment.batched` to each view, whole batches at once).
+
+    Training batches reach the model augmented either way. What methods and callbacks may read
+    (the data module's public interface; nothing here is ever written to by a model):
+
+    - ``train_specs()``: the augmentation spec of each training view (``labeled``, ``weak``, ``strong``);
+    - ``inference_dataset(part, view=None)``: the ``labeled`` or ``unlabeled`` images as
+      ``{"image", "index"}`` items, through that view's per-image pipeline (None: no augmentation);
+      ``unlabeled_inference_dataset()`` is ``inference_dataset("unlabeled")``;
+    - ``unlabeled_hidden_targets()``: true labels of the unlabeled images (diagnostics only, -1 if none);
+    - ``device_pipelines()``: the batched pipeline of each view (``augment_on="device"``, else empty);
+    - ``eval_batch_size``, ``unlabeled_ratio``, ``split`` (``.fingerprint()``), ``num_classes``,
+      ``num_channels``, ``class_names``, ``image_size``.
     """
 
     default_weak = "weak"
@@ -80,8 +98,11 @@ class LabelBudgetDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         pin_memory: bool | None = None,
         predict_root: str | None = None,
+        augment_on: Literal["loader", "device"] = "loader",
     ):
         super().__init__()
+        if augment_on not in AUGMENT_ON:
+            raise UserError(f"augment_on='{augment_on}' is not valid: use 'loader' or 'device'")
         if batch_size < 1:
             raise UserError(f"batch_size={batch_size} is not valid: use a positive integer")
         if unlabeled_ratio < 0:
@@ -103,6 +124,8 @@ class LabelBudgetDataModule(L.LightningDataModule):
         self.num_workers = (4 if cuda else 0) if num_workers is None else num_workers
         self.pin_memory = cuda if pin_memory is None else pin_memory
         self.predict_root = predict_root
+        self.augment_on = augment_on
+        self._device_pipelines: dict[str, BatchedPipeline] | None = None
         self._sources: Sources | None = None
         self.split: BudgetSplit | None = None
 
@@ -170,9 +193,17 @@ class LabelBudgetDataModule(L.LightningDataModule):
     def pipeline(self, spec: str | None):
         return build_pipeline(spec, self.image_size)
 
-    def labeled_dataset(self, augment: str | None = "default") -> Dataset:
-        spec = self.labeled_augment if augment == "default" else augment
-        return LabeledView(self.labeled_source, self.pipeline(spec))
+    def train_specs(self) -> dict[str, str]:
+        """The augmentation spec of each training view, whichever side applies it."""
+        return {"labeled": self.labeled_augment, "weak": self.unlabeled_weak_augment,
+                "strong": self.unlabeled_strong_augment}
+
+    def _loader_pipeline(self, view: str):
+        """The per-image pipeline a training loader applies to ``view`` (none on the device path)."""
+        return None if self.augment_on == "device" else self.pipeline(self.train_specs()[view])
+
+    def labeled_dataset(self) -> Dataset:
+        return LabeledView(self.labeled_source, self._loader_pipeline("labeled"))
 
     def unlabeled_dataset(self) -> Dataset:
         """Weak and strong views of the unlabeled set."""
@@ -181,28 +212,55 @@ class LabelBudgetDataModule(L.LightningDataModule):
                 "the unlabeled split is empty: set data.num_labels_per_class (or num_labels) below "
                 "the class sizes, or give an unlabeled folder, for a semi-supervised method"
             )
-        return UnlabeledView(
-            self.unlabeled_source,
-            self.pipeline(self.unlabeled_weak_augment),
-            self.pipeline(self.unlabeled_strong_augment),
-        )
+        return UnlabeledView(self.unlabeled_source, self._loader_pipeline("weak"), self._loader_pipeline("strong"))
+
+    def inference_dataset(self, part: str, view: str | None = None) -> Dataset:
+        """``{"image", "index"}`` items of the ``labeled`` or ``unlabeled`` images, through the
+        per-image pipeline of training ``view`` (``labeled`` / ``weak`` / ``strong``; None: none)."""
+        if part not in PARTS:
+            raise UserError(f"inference_dataset part='{part}' is not valid: use {' or '.join(PARTS)}")
+        if view is not None and view not in VIEWS:
+            raise UserError(f"inference_dataset view='{view}' is not valid: use None or {', '.join(VIEWS)}")
+        source = self.labeled_source if part == "labeled" else self.unlabeled_source
+        return ImagesOnlyView(source, None if view is None else self.pipeline(self.train_specs()[view]))
 
     def unlabeled_inference_dataset(self) -> Dataset:
         """The unlabeled images without augmentation, for pseudo-labeling passes."""
-        return ImagesOnlyView(self.unlabeled_source)
+        return self.inference_dataset("unlabeled")
+
+    def unlabeled_hidden_targets(self) -> torch.Tensor:
+        """True labels of the unlabeled images (-1 where unknown): for diagnostics, never training."""
+        return torch.as_tensor(self.unlabeled_source.targets, dtype=torch.long)
+
+    # ------------------------------------------------------------ augmentation on the device
+    def device_pipelines(self) -> dict[str, BatchedPipeline]:
+        """View -> batched pipeline with ``augment_on="device"`` (built once), else empty."""
+        if self.augment_on != "device":
+            return {}
+        if self._device_pipelines is None:
+            built = {view: build_batched(spec) for view, spec in self.train_specs().items()}
+            self._device_pipelines = {view: p for view, p in built.items() if p is not None}
+        return self._device_pipelines
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Augment a training batch's views on its device, in the order labeled, weak, strong."""
+        trainer = self.trainer
+        if self.augment_on != "device" or trainer is None or not trainer.training:
+            return batch
+        pipelines = self.device_pipelines()
+        labeled = batch.get("labeled", batch)
+        if "labeled" in pipelines:
+            labeled["image"] = pipelines["labeled"](labeled["image"])
+        for view in ("weak", "strong"):
+            if "unlabeled" in batch and view in pipelines:
+                batch["unlabeled"][view] = pipelines[view](batch["unlabeled"][view])
+        return batch
 
     # ------------------------------------------------------------ loaders
     def loader(self, dataset: Dataset, batch_size: int, train: bool, sampler=None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            drop_last=train and len(dataset) >= batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-        )
+        return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                          drop_last=train and len(dataset) >= batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory)
 
     def labeled_loader(self) -> DataLoader:
         dataset = self.labeled_dataset()
@@ -232,19 +290,3 @@ class LabelBudgetDataModule(L.LightningDataModule):
         )
         return self.loader(ImagesOnlyView(self.predict_source), self.eval_batch_size, train=False)
 
-
-def write_json_atomic(path: str | Path, payload: dict) -> None:
-    """Write JSON to a temp file beside ``path`` and rename it: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(type(value))

@@ -5,7 +5,9 @@ from lit_effdl.methods.distill import Distill
 from lit_effdl.methods.finetune import Finetune
 from lit_effdl.methods.fixmatch import FixMatch
 from lit_effdl.methods.noisy_student import NoisyStudent
-from lit_effdl.methods.pseudo_label import PseudoLabel
+from lit_effdl.methods.pseudo_label import OfflinePseudoLabel, PseudoLabel
+from lit_effdl.methods.self_training import SelfTrainingStudent
 from lit_effdl.methods.supervised import Supervised
 
-__all__ = ["BaseMethod", "Distill", "Finetune", "Supervised", "FixMatch", "PseudoLabel", "NoisyStudent"]
+__all__ = ["BaseMethod", "Distill", "Finetune", "Supervised", "FixMatch", "PseudoLabel", "OfflinePseudoLabel",
+           "SelfTrainingStudent", "NoisyStudent"]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import warnings
 from typing import Literal
 
+import torch
 from torch import nn
 
 from lit_effdl.errors import UserError
-from lit_effdl.methods.pseudo_label import PseudoLabel
+from lit_effdl.methods.self_training import SelfTrainingStudent
 from lit_effdl.pseudo_labels import PseudoLabelSet, make_pseudo_labels
 
 
@@ -17,31 +18,30 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-class NoisyStudent(PseudoLabel):
-    """One round of Noisy Student; ``scripts/noisy_student.py`` runs the rounds.
+class NoisyStudent(SelfTrainingStudent):
+    """One student round of Noisy Student; ``lit-effdl rounds`` runs the teacher and the rounds.
 
-    Round 0 (no ``teacher_checkpoint``) trains the teacher on the labels. In round r >= 1 the
-    teacher (round r-1's best checkpoint, in eval mode: no dropout, no augmentation) labels the
-    whole unlabeled set; rows under ``min_confidence`` are dropped; with ``per_class`` the classes
-    are balanced (rare classes duplicated, common ones truncated to their most confident images).
-    Duplicates count as sample weights: each unlabeled image in a batch is weighted by how many
-    times it is in the balanced set, which in expectation equals drawing from the duplicated set.
-    The student learns from the **strong** unlabeled view (RandAugment) with ``drop_rate``
-    dropout and, on residual backbones, ``drop_path_rate`` stochastic depth.
+    The teacher (the previous round's tested checkpoint, in eval mode: no dropout, no augmentation)
+    labels the whole unlabeled set; its probabilities are softened by ``temperature``, rows under
+    ``min_confidence`` are dropped, and with ``per_class`` the classes are balanced (rare classes
+    duplicated, common ones truncated to their most confident images). A duplicate counts as a
+    sample weight, which in expectation equals drawing from the duplicated set. The noise: the
+    **strong** unlabeled view (RandAugment), ``drop_rate`` dropout and, on residual backbones,
+    ``drop_path_rate`` stochastic depth.
 
     Args:
         soft_labels: train on the teacher's probabilities (True) or its argmax (False).
-        temperature: softmax temperature of the teacher's soft labels.
+        temperature: softmax temperature of the teacher's probabilities (> 1 softens).
         min_confidence: drop pseudo-labels whose top probability is below this, in [0, 1).
         per_class: balance to this many images per class; 0 = the mean kept count; None = off.
         require_larger_student: warn when the student has fewer parameters than its teacher.
         student_view: the unlabeled view the student learns from; ``strong`` (RandAugment) is the noise.
-        **kwargs: ``PseudoLabel``'s (``lambda_u``, ``teacher_checkpoint``, ``backbones``...) and
-            ``BaseMethod``'s (``drop_rate``, ``drop_path_rate``, optimizer...) arguments.
+        **kwargs: ``SelfTrainingStudent``'s (``teacher_checkpoint``, ``pseudo_label_file``, ``lambda_u``)
+            and ``BaseMethod``'s (``drop_rate``, ``drop_path_rate``, optimizer...) arguments.
 
     Example::
 
-        python scripts/noisy_student.py --config configs/digits/noisy_student.yaml --out runs/ns
+        lit-effdl rounds --config configs/digits/noisy_student.yaml --out runs/noisy_student
     """
 
     def __init__(
@@ -60,11 +60,9 @@ class NoisyStudent(PseudoLabel):
             raise UserError(f"min_confidence={min_confidence} is not valid: use a value in [0, 1)")
         if per_class is not None and per_class < 0:
             raise UserError(f"per_class={per_class} is not valid: use a positive count, 0 (mean) or null (off)")
-        kwargs["mode"] = "offline"
-        kwargs.setdefault("threshold", 1.0)  # unused: min_confidence filters here
         super().__init__(student_view=student_view, **kwargs)
 
-    def select(self, predictions: dict, fingerprint: str) -> PseudoLabelSet:
+    def select(self, predictions: dict[str, torch.Tensor], fingerprint: str) -> PseudoLabelSet:
         hp = self.hparams
         probs = predictions["probs"]
         if hp.temperature != 1.0:  # soften (T > 1) or sharpen the teacher's distribution

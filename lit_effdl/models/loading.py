@@ -15,19 +15,27 @@ import torch
 from torch import nn
 
 from lit_effdl.errors import UserError
+from lit_effdl.models.auxiliary import classifier_heads
 
 
 def read_state_dict(path: str | Path, prefer_ema: bool = True) -> dict[str, torch.Tensor]:
     """The backbone tensors stored in ``path``, with any lit-effdl / wrapper prefixes removed."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint_path {path} is not a file: give a .ckpt, .pt/.pth or .safetensors file")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" and path.is_file():
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    return extract_backbone_state(read_checkpoint(path), prefer_ema=prefer_ema, origin=str(path))
+
+
+def read_checkpoint(path: str | Path, setting: str = "checkpoint_path") -> object:
+    """Everything ``torch.load(path, weights_only=True)`` returns; ``setting`` names the option
+    that gave ``path`` in the messages."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{setting} {path} is not a file: give a .ckpt, .pt/.pth or .safetensors file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise UserError(
             f"refusing to load {path}: it needs arbitrary code to unpickle (weights_only=True rejected it: "
@@ -35,7 +43,6 @@ def read_state_dict(path: str | Path, prefer_ema: bool = True) -> dict[str, torc
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise UserError(f"cannot read checkpoint {path}: {err}") from None
-    return extract_backbone_state(payload, prefer_ema=prefer_ema, origin=str(path))
 
 
 def extract_backbone_state(payload: object, prefer_ema: bool = True, origin: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -70,13 +77,8 @@ class LoadReport:
 
 
 def classifier_keys(model: nn.Module) -> set[str]:
-    """Names of the classifier's parameters (timm's ``get_classifier`` or a ``fc`` / ``classifier``)."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if head is None:
-        head = getattr(model, "fc", None) or getattr(model, "classifier", None)
-    if head is None:
-        return set()
-    ids = {id(p) for p in head.parameters()}
+    """Names of the parameters of the classifier and auxiliary classifiers (``classifier_heads``)."""
+    ids = {id(p) for head in classifier_heads(model) for p in head.parameters()}
     return {name for name, p in model.named_parameters() if id(p) in ids}
 
 

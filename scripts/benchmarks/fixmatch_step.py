@@ -12,7 +12,6 @@ process CPU time (steadier when other jobs share the cores).
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import lightning as L
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from benchmarks._fit import EpochTimer, user_trainer
-from benchmarks._timing import print_table
+from benchmarks._timing import alternating, print_table, ratios
 
 SIZE, BATCH, MU, CLASSES = 16, 16, 7, 10
 
@@ -86,19 +85,11 @@ def run(args) -> dict:
     steps, skip = (6, 2) if quick else (14, 3)
     batches = make_batches(steps)
     lit_steps(batches[:4], 1), floor_steps(batches[:4], 1)  # warm-up
-    times: dict[str, list[float]] = {"fixmatch": [], "floor": []}
-    cpu: dict[str, list[float]] = {"fixmatch": [], "floor": []}
-    for _ in range(repeats):
-        for key, fn in (("fixmatch", lit_steps), ("floor", floor_steps)):
-            wall, used = fn(batches, skip)
-            times[key].append(wall)
-            cpu[key].append(used)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    times, med, med_cpu = alternating({"fixmatch": lambda: lit_steps(batches, skip),
+                                       "floor": lambda: floor_steps(batches, skip)}, repeats)
+    ratio, cpu_ratio, paired = ratios(times, med, med_cpu, "fixmatch", "floor")
     result = {
-        "fixmatch_vs_floor": round(med["fixmatch"] / med["floor"], 4),
-        "cpu_time_ratio": round(med_cpu["fixmatch"] / med_cpu["floor"], 4),
-        "paired_ratio_median": round(statistics.median(a / b for a, b in zip(times["fixmatch"], times["floor"])), 4),
+        "fixmatch_vs_floor": ratio, "cpu_time_ratio": cpu_ratio, "paired_ratio_median": paired,
         "fixmatch_step_ms": round(1000 * med["fixmatch"], 2), "floor_step_ms": round(1000 * med["floor"], 2),
         "images_per_step": BATCH * (1 + 2 * MU), "image_size": SIZE, "backbone": "small_cnn",
         "timed_steps_per_block": steps - skip, "threads": 1, "repeats": repeats,

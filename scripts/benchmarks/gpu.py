@@ -104,9 +104,9 @@ def fixmatch_steps_per_s(augment_on: str, warmup: int, steps: int, num_workers: 
                              num_labels=250, val_fraction=0.0, batch_size=64, unlabeled_ratio=7,
                              labeled_samples_per_epoch=64 * (warmup + steps), num_workers=num_workers,
                              labeled_augment="weak", unlabeled_weak_augment="weak",
-                             unlabeled_strong_augment="strong")
+                             unlabeled_strong_augment="strong", augment_on=augment_on)
     L.seed_everything(0, verbose=False)
-    model = FixMatch(backbone="wrn_28_2", num_classes=10, augment_on=augment_on, channels_last=True)
+    model = FixMatch(backbone="wrn_28_2", num_classes=10, channels_last=True)
     timer = EpochTimer(skip_batches=warmup)
     trainer = user_trainer(max_steps=warmup + steps, callbacks=[timer], accelerator="gpu", precision="bf16-mixed")
     trainer.fit(model, datamodule=dm)

@@ -36,10 +36,11 @@ def epoch_time(num_unlabeled: int) -> float:
     dm = SyntheticDataModule(num_classes=10, image_size=16, channels=3, num_train=LABELS + num_unlabeled,
                              num_test=64, num_labels=LABELS, val_fraction=0.0, batch_size=BATCH,
                              unlabeled_ratio=MU, num_workers=0, labeled_augment="weak",
-                             unlabeled_weak_augment="weak", unlabeled_strong_augment="strong")
+                             unlabeled_weak_augment="weak", unlabeled_strong_augment="strong",
+                             augment_on="device")
     dm.setup("fit")
     L.seed_everything(0, verbose=False)
-    model = FixMatch(backbone="small_cnn", num_classes=10, augment_on="device")
+    model = FixMatch(backbone="small_cnn", num_classes=10)
     timer = EpochTimer()
     user_trainer(max_epochs=1, callbacks=[timer]).fit(model, datamodule=dm)
     return timer.epochs[0]

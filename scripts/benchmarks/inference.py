@@ -11,14 +11,13 @@ normalise, forward, softmax, concatenate, max. Rounds alternate a, b, a, b...
 
 from __future__ import annotations
 
-import statistics
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
 from benchmarks._fit import timed
-from benchmarks._timing import print_table
+from benchmarks._timing import alternating, print_table, ratios
 
 
 def run(args) -> dict:
@@ -51,19 +50,10 @@ def run(args) -> dict:
         return confidence
 
     torch.testing.assert_close(ours(), plain())  # same work, same answer
-    times: dict[str, list[float]] = {"lit": [], "plain": []}
-    cpu: dict[str, list[float]] = {"lit": [], "plain": []}
-    for _ in range(repeats):
-        for key, fn in (("lit", ours), ("plain", plain)):
-            wall, used = timed(fn)
-            times[key].append(wall)
-            cpu[key].append(used)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    times, med, med_cpu = alternating({"lit": lambda: timed(ours), "plain": lambda: timed(plain)}, repeats)
+    ratio, cpu_ratio, paired = ratios(times, med, med_cpu, "plain", "lit")
     result = {
-        "inference_ratio": round(med["plain"] / med["lit"], 4),
-        "cpu_time_ratio": round(med_cpu["plain"] / med_cpu["lit"], 4),
-        "paired_ratio_median": round(statistics.median(p / q for p, q in zip(times["plain"], times["lit"])), 4),
+        "inference_ratio": ratio, "cpu_time_ratio": cpu_ratio, "paired_ratio_median": paired,
         "lit_s": round(med["lit"], 3), "plain_s": round(med["plain"], 3),
         "images": n, "batch_size": batch_size, "backbone": "small_cnn", "threads": 1, "repeats": repeats,
     }
