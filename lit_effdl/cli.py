@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Literal
 
+import torch
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
@@ -37,7 +39,7 @@ LAST_CHECKPOINT_WARNINGS = (r"`\.fit\(ckpt_path=None\)` was called without a mod
                             r'\.fit\(ckpt_path="last"\) is set, but there is no last checkpoint')
 
 CLI_DESCRIPTION = ("lit-effdl fit|validate|test|predict: Lightning's CLI. Also lit-effdl rounds --config C --out DIR "
-               "[overrides]: a rounds recipe (Noisy Student, offline pseudo-labels); see lit-effdl rounds --help.")
+                   "[overrides]: a rounds recipe (Noisy Student, offline pseudo-labels); see lit-effdl rounds --help.")
 
 
 class EffdlCLI(LightningCLI):
@@ -98,16 +100,18 @@ class EffdlCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         return (checkpoint.best_model_path if checkpoint is not None else "") or None
 
-    def _parse_ckpt_path(self) -> None:
-        """Lightning reads the checkpoint's hyperparameters here: a bad file gets one clear message."""
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Lightning reads ``ckpt_path``'s hyperparameters after parsing: a file that is not there or
+        not a checkpoint gets one clear message first."""
+        super().parse_arguments(parser, args)
         sub = self.config.get(self.config.get("subcommand") or "", None)
         ckpt_path = sub.get("ckpt_path") if sub is not None else None
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
+            return
+        if not Path(ckpt_path).is_file():
             raise UserError(f"ckpt_path {ckpt_path} is not a file: give a .ckpt file, 'last' or 'best'")
-        try:
-            super()._parse_ckpt_path()
-        except UserError:
-            raise
+        try:  # mmap: the tensors are not read (a legacy, non-zip file is read whole)
+            torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=zipfile.is_zipfile(ckpt_path))
         except Exception as err:
             raise UserError(f"cannot read checkpoint {ckpt_path}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
 

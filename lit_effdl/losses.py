@@ -39,7 +39,7 @@ def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights:
     return (per_row * weights.float()).sum() / normaliser
 
 
-# ---------------------------------------------------------------------- knowledge distillation (issue 5)
+# ---------------------------------------------------------------------- knowledge distillation
 def kd_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton's distillation term: ``KL(softmax(t/T) || softmax(s/T)) * T^2``, batch mean, float32.
 

@@ -152,6 +152,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     # the command's output (stdout, every rank alike: the driver runs in one process)
     for m in results:
-        print(f"| round {m['round']} | {' '.join(m['args'])} | test/acc {m['test_acc']:.4f} |")
+        print(f"| round {m['round']} | {Path(m['config']).name} {' '.join(m['args'])} | test/acc {m['test_acc']:.4f} |")
     print(f"tensorboard --logdir {out}")
     print(json.dumps({"rounds": results}))

@@ -7,14 +7,12 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import pytest
 import torch
 import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_effdl.callbacks.preview import AugmentPreview
 from lit_effdl.data import SyntheticDataModule
-from lit_effdl.errors import UserError
 from lit_effdl.methods import Supervised
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,18 +25,14 @@ def _trainer(tmp_path, **kw) -> L.Trainer:
 
 def test_device_augmentation_mixing_and_tensorboard_preview(tmp_path):
     torch.manual_seed(0)
-    dm = SyntheticDataModule(num_labels_per_class=8, labeled_augment="strong", batch_size=8)
-    model = Supervised(num_classes=4, in_chans=3, augment_on="device", mixup_alpha=0.8, cutmix_alpha=1.0)
-    seen = []
-    real_augment = model.augment_batch
-    model.augment_batch = lambda images, view="labeled": seen.append((view, images.shape)) or real_augment(images, view)
+    dm = SyntheticDataModule(num_labels_per_class=8, labeled_augment="strong", batch_size=8, augment_on="device")
+    model = Supervised(num_classes=4, in_chans=3, mixup_alpha=0.8, cutmix_alpha=1.0)
     preview = AugmentPreview(num_images=4, rows=2)
     trainer = _trainer(tmp_path, logger=TensorBoardLogger(str(tmp_path), name="tb"), callbacks=[preview])
     trainer.fit(model, dm)
     assert trainer.global_step == 3
-    assert dm.labeled_augment == "none"  # the loader hands plain images, the device augments
-    assert repr(model._device_augment["labeled"]) == "BatchedPipeline('strong')"
-    assert [v for v, _ in seen] == ["labeled"] * 3
+    assert dm.labeled_augment == "strong"  # the data module's spec, applied by the data module
+    assert repr(dm.device_pipelines()["labeled"]) == "BatchedPipeline('strong')"
     assert preview.logged == ["labeled"]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -49,12 +43,19 @@ def test_device_augmentation_mixing_and_tensorboard_preview(tmp_path):
     assert image.width > 0 and image.height > 0
 
 
-def test_loader_mode_leaves_batches_alone_and_bad_switch_is_an_error():
-    model = Supervised(num_classes=4, in_chans=3)
-    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
-    assert model.augment_batch(images) is images
-    with pytest.raises(UserError, match="gpu"):
-        Supervised(num_classes=4, in_chans=3, augment_on="gpu")
+def test_preview_shows_the_pipelines_that_train():
+    """Device: the data module's batched pipelines (the very objects it applies); loader: per-image."""
+    from lit_effdl.augment.batched import BatchedPipeline
+    from lit_effdl.augment.pipelines import Pipeline
+    from lit_effdl.augment.preview import view_pipelines
+
+    device = SyntheticDataModule(num_labels_per_class=8, unlabeled_ratio=1, augment_on="device")
+    views = view_pipelines(device)
+    assert set(views) == {"labeled", "weak", "strong"}
+    assert all(batched and p is device.device_pipelines()[v] for v, (p, batched, _) in views.items())
+    loader = view_pipelines(SyntheticDataModule(num_labels_per_class=8, labeled_augment="strong"))
+    assert set(loader) == {"labeled"} and isinstance(loader["labeled"][0], Pipeline)
+    assert not loader["labeled"][1] and not isinstance(loader["labeled"][0], BatchedPipeline)
 
 
 def test_preview_script_writes_a_png(tmp_path):

@@ -1,9 +1,11 @@
 """Every shipped config trains a step and validates (``--trainer.fast_dev_run``): configs do not rot.
+A rounds recipe runs every round for one step (``lit-effdl rounds``), which covers the configs it names.
 
 CIFAR-10 and STL-10 read tiny files in the real formats; their batches are shrunk to keep the WRNs
 quick on a CPU; ``distill.yaml`` gets an untrained teacher of its architecture (a plain state_dict).
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 from cli_runner import run_in_runner
 from lit_effdl.models import create_backbone
+from lit_effdl.rounds import config_files
 from tiny_data import make_tiny_cifar10, make_tiny_stl10
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -22,20 +25,27 @@ CASES = {
     "digits/supervised_16px.yaml": [],
     "digits/supervised_strong.yaml": [],
     "digits/fixmatch.yaml": [],
-    "digits/pseudo_label.yaml": [],
-    "digits/noisy_student.yaml": [],
+    "digits/pseudo_label_online.yaml": [],
     "digits/distill.yaml": ["--model.init_args.teacher_checkpoint", "../teacher.pt"],
     "digits/finetune_probe.yaml": [],
     "digits/finetune_lite0_probe.yaml": [],
     "digits/finetune_lite0_full.yaml": [],
     "cifar10/fixmatch_4000.yaml": ["--data.init_args.num_labels", "20", *SMALL_BATCHES],
-    "stl10/noisy_student.yaml": [*SMALL_BATCHES],
+}
+ROUND_STEP = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+              "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
+              "--trainer.accelerator", "cpu", "--trainer.precision", "32-true"]
+RECIPES = {  # rounds recipe: (extra arguments, number of rounds)
+    "digits/pseudo_label.yaml": ([], 2),
+    "digits/noisy_student.yaml": ([], 3),
+    "stl10/noisy_student.yaml": ([*SMALL_BATCHES, "--data.init_args.unlabeled_ratio", "1"], 3),
 }
 
 
 def test_every_shipped_config_has_a_case():
     shipped = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")}
-    assert shipped == set(CASES), "a new config needs a case here"
+    in_recipes = {str(p.relative_to(CONFIGS)) for recipe in RECIPES for p in config_files(CONFIGS / recipe)}
+    assert shipped == set(CASES) | in_recipes, "a new config needs a case here"
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +59,27 @@ def results(tmp_path_factory):
         (root / str(i)).mkdir()
         (root / str(i) / "data").symlink_to(root / "data")  # the configs read root: data
         cases.append({"args": ["fit", "--config", str(CONFIGS / config), *ONE_STEP, *extra], "cwd": str(root / str(i))})
-    return dict(zip(CASES, run_in_runner(cases, root)))
+    for recipe, (extra, _) in RECIPES.items():
+        cwd = root / recipe.replace("/", "_")
+        cwd.mkdir()
+        (cwd / "data").symlink_to(root / "data")
+        cases.append({"args": ["rounds", "--config", str(CONFIGS / recipe), "--out", "out", *ROUND_STEP, *extra],
+                      "cwd": str(cwd)})
+    return dict(zip([*CASES, *RECIPES], run_in_runner(cases, root))), root
 
 
 @pytest.mark.parametrize("config", list(CASES))
 def test_shipped_config_trains_a_step(results, config):
-    result = results[config]
+    result = results[0][config]
     assert result["returncode"] == 0, f"{config}:\n{result['stderr'][-3000:]}"
     assert "Traceback" not in result["stderr"], result["stderr"][-3000:]
     assert "`Trainer.fit` stopped: `max_steps=1` reached" in result["stdout"] + result["stderr"]
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_shipped_recipe_trains_a_step_in_every_round(results, recipe):
+    result, out = results[0][recipe], results[1] / recipe.replace("/", "_") / "out"
+    assert result["returncode"] == 0, f"{recipe}:\n{result['stderr'][-3000:]}"
+    assert "Traceback" not in result["stderr"], result["stderr"][-3000:]
+    metrics = [json.loads((out / f"round_{r}" / "metrics.json").read_text()) for r in range(RECIPES[recipe][1])]
+    assert [m["global_step"] for m in metrics] == [1] * RECIPES[recipe][1]

@@ -5,6 +5,7 @@ import json
 import lightning as L
 import numpy as np
 import pytest
+import torch
 
 from lit_effdl.data import DigitsDataModule, SyntheticDataModule
 from lit_effdl.data.datamodule import SPLIT_FILE
@@ -51,3 +52,24 @@ def test_split_file_written_into_run_folder(tmp_path):
     saved = json.loads((tmp_path / "lightning_logs" / "version_0" / SPLIT_FILE).read_text())
     assert saved["labeled"] == dm.split.labeled.tolist()
     assert saved["fingerprint"] == dm.split.fingerprint()
+
+
+def test_public_interface_for_methods():
+    dm = SyntheticDataModule(num_train=96, num_labels_per_class=4, labeled_augment="strong",
+                             unlabeled_weak_augment="none", unlabeled_strong_augment="rand-n2-m9")
+    dm.setup("fit")
+    assert dm.train_specs() == {"labeled": "strong", "weak": "none", "strong": "rand-n2-m9"}
+    plain = dm.inference_dataset("unlabeled")
+    assert len(plain) == len(dm.unlabeled_inference_dataset()) == len(dm.unlabeled_hidden_targets())
+    assert set(plain[0]) == {"image", "index"} and plain[0]["image"].dtype == torch.uint8
+    assert torch.equal(plain[3]["image"], dm.unlabeled_inference_dataset()[3]["image"])
+    assert torch.equal(dm.inference_dataset("unlabeled", "weak")[3]["image"], plain[3]["image"])  # spec none
+    torch.manual_seed(0)
+    strong = [dm.inference_dataset("labeled", "labeled")[0]["image"] for _ in range(4)]
+    assert not all(torch.equal(s, dm.inference_dataset("labeled")[0]["image"]) for s in strong)
+    assert dm.unlabeled_hidden_targets().dtype == torch.long
+    assert torch.equal(dm.unlabeled_hidden_targets(), torch.as_tensor(dm.unlabeled_source.targets))
+    with pytest.raises(UserError, match="part='test'"):
+        dm.inference_dataset("test")
+    with pytest.raises(UserError, match="view='medium'"):
+        dm.inference_dataset("labeled", "medium")

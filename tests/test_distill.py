@@ -8,6 +8,7 @@ from lightning.pytorch.callbacks import Callback
 from lit_effdl.data import SyntheticDataModule
 from lit_effdl.errors import UserError
 from lit_effdl.methods import Distill
+from lit_effdl.methods import distill as distill_module
 from lit_effdl.models import create_backbone
 
 STUDENT = dict(backbone="small_cnn_w8", num_classes=4, in_chans=3, lr=0.05)
@@ -73,6 +74,22 @@ def test_teacher_eval_frozen_and_unchanged(teacher_file):
     assert "val/teacher_acc" in trainer.callback_metrics
 
 
+def test_teacher_accuracy_is_measured_once(teacher_file):
+    model = distill(teacher_file)
+    calls = []
+
+    class CountValidationForwards(Callback):
+        def on_train_start(self, trainer, module):
+            module.teacher.register_forward_pre_hook(lambda m, args: calls.append(trainer.current_epoch)
+                                                     if trainer.validating else None)
+
+    trainer = make_trainer(max_steps=-1, max_epochs=2, limit_train_batches=1,
+                           callbacks=[CountValidationForwards()])
+    trainer.fit(model, data())
+    assert calls and set(calls) == {0}, "the frozen teacher's accuracy is measured at the first validation only"
+    assert 0.0 <= float(trainer.callback_metrics["val/teacher_acc"]) <= 1.0
+
+
 def test_student_checkpoint_loads_without_teacher_file(teacher_file, tmp_path):
     teacher_copy = tmp_path / "t.pt"
     teacher_copy.write_bytes(teacher_file.read_bytes())
@@ -99,7 +116,7 @@ def test_student_checkpoint_loads_without_teacher_file(teacher_file, tmp_path):
 
 def test_unlabeled_kd_ignores_hidden_target_and_alpha_zero_needs_no_labels(teacher_file):
     model = distill(teacher_file, alpha=0.0)
-    model.teacher = model.build_teacher()
+    model.teacher = model.new_teacher()
     dm = data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -121,12 +138,13 @@ def test_cached_logits_give_the_online_loss(teacher_file, tmp_path):
     dm = data(labeled_augment="none", unlabeled_weak_augment="none")
     make_trainer(max_steps=1).fit(model, dm)
     stored = torch.load(cache, weights_only=True)
-    assert stored["labeled"].dtype == torch.float16 and stored["unlabeled"].shape[0] == len(dm.unlabeled_source)
+    assert stored["labeled"].dtype == torch.float16
+    assert stored["unlabeled"].shape[0] == len(dm.inference_dataset("unlabeled"))
     batch = next(iter(dm.train_dataloader()))
     batch = batch[0] if isinstance(batch, tuple) else batch
     model.train()
     cached = model.compute_losses(batch)
-    model._cache = None
+    model.logit_cache.logits = None  # online: the teacher runs on the batch
     online = model.compute_losses(batch)
     for key in ("loss", "loss_ce", "loss_kd", "loss_kd_unlabeled"):
         assert cached[key].item() == pytest.approx(online[key].item(), rel=2e-3, abs=1e-4), key
@@ -134,7 +152,7 @@ def test_cached_logits_give_the_online_loss(teacher_file, tmp_path):
     mtime = cache.stat().st_mtime_ns
     again = distill(teacher_file, cache_teacher_logits=True, teacher_cache_file=str(cache), teacher_backbone_kwargs=None)
     make_trainer(max_steps=1).fit(again, dm)
-    assert cache.stat().st_mtime_ns == mtime and again._cache is not None
+    assert cache.stat().st_mtime_ns == mtime and again.logit_cache.logits is not None
 
 
 def test_bf16_mixed_loss_in_float32(teacher_file):
@@ -156,10 +174,10 @@ def test_bf16_mixed_loss_in_float32(teacher_file):
 
 
 @pytest.mark.parametrize("mix", [dict(mixup_alpha=1.0), dict(cutmix_alpha=1.0)])
-def test_teacher_and_student_see_the_same_mixed_images(teacher_file, mix):
+def test_teacher_and_student_see_the_same_mixed_images(teacher_file, mix, monkeypatch):
     torch.manual_seed(0)
     model = distill(teacher_file, alpha=0.5, **mix)
-    model.teacher = model.build_teacher()
+    model.teacher = model.new_teacher()
     images = torch.rand(8, 3, 16, 16)
     targets = torch.arange(8) % 4
     batch = {"labeled": {"image": images, "target": targets, "index": torch.arange(8)}}
@@ -172,14 +190,13 @@ def test_teacher_and_student_see_the_same_mixed_images(teacher_file, mix):
 
     model.backbone.register_forward_hook(record("student"))
     model.teacher.register_forward_hook(record("teacher"))
-    original = model._mix
+    original = distill_module.distillation_loss
 
-    def spy(x, t):
-        mixed, soft = original(x, t)
-        ce_targets["soft"] = soft
-        return mixed, soft
+    def spy(student, teacher, targets, temperature, alpha):
+        ce_targets["soft"] = targets
+        return original(student, teacher, targets, temperature, alpha)
 
-    model._mix = spy
+    monkeypatch.setattr(distill_module, "distillation_loss", spy)
     losses = model.compute_losses(batch)
     assert torch.equal(seen["student"], seen["teacher"])
     assert not torch.allclose(seen["student"], model.prepare(images)), "the batch was not mixed"
@@ -191,21 +208,53 @@ def test_teacher_and_student_see_the_same_mixed_images(teacher_file, mix):
     assert all(p.grad is None for p in model.teacher.parameters())
 
 
-def test_augment_on_device_augments_both_views_for_teacher_and_student(teacher_file):
-    dm = data(labeled_augment="weak", unlabeled_weak_augment="weak")
-    model = distill(teacher_file, augment_on="device")
-    calls = []
-    original = model.augment_batch
+def first_inputs(seen: dict, name: str):
+    """A forward pre-hook keeping the first input ``name``'s module receives."""
+    def hook(module, args) -> None:
+        seen.setdefault(name, args[0].detach().clone())
+    return hook
 
-    def spy(images, view="labeled"):
-        calls.append(view)
-        return original(images, view)
 
-    model.augment_batch = spy
-    make_trainer(max_steps=2).fit(model, dm)
-    assert {"labeled", "weak"} <= set(model._device_augment), "the batched pipelines were not taken"
-    assert dm.labeled_augment == "none" and dm.unlabeled_weak_augment == "none"  # no double augmentation
-    assert calls[:2] == ["labeled", "weak"]
+def test_augment_on_device_teacher_and_student_see_the_augmented_views(teacher_file):
+    dm = data(labeled_augment="weak", unlabeled_weak_augment="weak", augment_on="device")
+    specs = dm.train_specs()
+    model = distill(teacher_file, teacher_backbone_kwargs=None)
+    seen, views = {}, {}
+    transfer = dm.on_after_batch_transfer
+
+    def spy(batch, dataloader_idx):
+        plain = torch.cat([batch["labeled"]["image"], batch["unlabeled"]["weak"]]).clone()
+        out = transfer(batch, dataloader_idx)
+        views.setdefault("plain", plain)
+        views.setdefault("augmented", torch.cat([out["labeled"]["image"], out["unlabeled"]["weak"]]).clone())
+        return out
+
+    class Hooks(Callback):
+        def on_train_start(self, trainer, module):
+            module.teacher.register_forward_pre_hook(first_inputs(seen, "teacher"))
+            module.backbone.register_forward_pre_hook(first_inputs(seen, "student"))
+
+    dm.on_after_batch_transfer = spy
+    make_trainer(max_steps=1, limit_val_batches=0, callbacks=[Hooks()]).fit(model, dm)
+    assert torch.equal(seen["teacher"], seen["student"])
+    assert torch.equal(seen["student"], model.prepare(views["augmented"])), "not the data module's views"
+    assert not torch.equal(views["augmented"], views["plain"]), "the device pipelines did not augment"
+    assert dm.train_specs() == specs  # the model never writes to the data module
+
+
+def test_teacher_forward_runs_before_the_student(teacher_file):
+    """The student's saved activations are not held while the teacher runs (less peak memory)."""
+    model = distill(teacher_file)
+    model.teacher = model.new_teacher()
+    order = []
+    model.teacher.register_forward_pre_hook(lambda module, args: order.append("teacher"))
+    model.backbone.register_forward_pre_hook(lambda module, args: order.append("student"))
+    images = torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8)
+    unlabeled = {"weak": images.clone(), "index": torch.arange(4)}
+    batch = {"labeled": {"image": images, "target": torch.arange(4), "index": torch.arange(4)}, "unlabeled": unlabeled}
+    model.train()
+    model.compute_losses(batch)
+    assert order == ["teacher", "student"], "one forward each, the teacher's first"
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -225,16 +274,16 @@ def test_bad_teacher_files_and_random_cache(teacher_file, tmp_path):
     other = tmp_path / "five.pt"
     torch.save(create_backbone("small_cnn_w16", 5, in_chans=3).state_dict(), other)
     with pytest.raises(UserError, match="5 classes.*num_classes=4"):
-        distill(other).build_teacher()
+        distill(other).new_teacher()
     with pytest.raises(UserError, match="do not match the named architecture"):
-        distill(teacher_file, teacher_backbone="small_cnn_w32").build_teacher()
+        distill(teacher_file, teacher_backbone="small_cnn_w32").new_teacher()
     with pytest.raises(UserError, match="random pipeline.*labeled_augment"):
         make_trainer(max_steps=1).fit(distill(teacher_file, cache_teacher_logits=True), data())
 
 
 def test_missing_teacher_file_is_named(tmp_path):
     with pytest.raises(UserError, match="teacher_checkpoint .*missing.pt is not a file"):
-        Distill(teacher_checkpoint=str(tmp_path / "missing.pt"), **STUDENT).build_teacher()
+        Distill(teacher_checkpoint=str(tmp_path / "missing.pt"), **STUDENT).new_teacher()
 
 
 def test_digits_config_builds_a_distill_model():

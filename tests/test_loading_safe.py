@@ -155,3 +155,56 @@ def test_pretrained_without_network_fails_fast_with_a_hint(monkeypatch):
     with pytest.raises(UserError, match="cannot be reached.*pass checkpoint_path"):
         create_backbone("resnet10t", 4, pretrained=True)
     assert time.perf_counter() - start < 20  # no hub retries
+
+
+def _lit_checkpoint(path: Path, with_ema: bool) -> dict[str, nn.Module]:
+    """A lit-effdl-style checkpoint: backbone (and EMA) weights plus the run's hyper-parameters."""
+    from lit_effdl.models import create_backbone
+
+    torch.manual_seed(0)
+    nets = {"backbone": create_backbone("small_cnn_w8", 3, in_chans=3), "ema": create_backbone("small_cnn_w8", 3, in_chans=3)}
+    state = {f"backbone.{k}": v for k, v in nets["backbone"].state_dict().items()}
+    if with_ema:
+        state.update({f"ema.module.{k}": v for k, v in nets["ema"].state_dict().items()})
+    hparams = {"backbone": "small_cnn_w8", "num_classes": 3, "in_chans": 3,
+               "input_mean": (0.2, 0.3, 0.4), "input_std": (0.5, 0.6, 0.7)}
+    torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
+    return nets
+
+
+@pytest.mark.parametrize("with_ema", [True, False])
+def test_evaluated_network_is_the_ema_copy_normalised_as_its_run_and_frozen(tmp_path, with_ema):
+    from lit_effdl.models.teacher import load_evaluated_network
+
+    nets = _lit_checkpoint(tmp_path / "run.ckpt", with_ema)
+    expected = (nets["ema"] if with_ema else nets["backbone"]).eval()
+    net = load_evaluated_network(tmp_path / "run.ckpt").train()  # stays in eval mode
+    assert not any(m.training for m in net.modules()) and not any(p.requires_grad for p in net.parameters())
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    mean, std = torch.tensor((0.2, 0.3, 0.4)).view(1, -1, 1, 1), torch.tensor((0.5, 0.6, 0.7)).view(1, -1, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(net(images), expected((images.float() / 255.0 - mean) / std))
+        assert torch.equal(net(images.float() / 255.0), net(images))  # float 0..1 images: the same inputs
+    # the wrapper adds no state: fingerprints of pseudo-labels (hash of state_dict) keep their keys
+    assert set(net.state_dict()) == {f"net.{k}" for k in expected.state_dict()}
+
+
+def test_evaluated_network_bad_files_are_named(tmp_path):
+    from lit_effdl.models.teacher import load_evaluated_network
+
+    with pytest.raises(UserError, match="teacher_checkpoint .*missing.ckpt is not a file"):
+        load_evaluated_network(tmp_path / "missing.ckpt")
+    torch.save({"w": torch.ones(2)}, tmp_path / "plain.pt")
+    with pytest.raises(UserError, match="plain.pt is not a lit-effdl checkpoint"):
+        load_evaluated_network(tmp_path / "plain.pt")
+
+
+def test_normalise_images_takes_sequences_or_per_channel_tensors():
+    from lit_effdl.models.inputs import normalise_images
+
+    images = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    mean, std = torch.tensor((0.2, 0.3, 0.4)).view(1, -1, 1, 1), torch.tensor((0.5, 0.6, 0.7)).view(1, -1, 1, 1)
+    expected = (images.float() / 255.0 - mean) / std
+    assert torch.equal(normalise_images(images, mean, std), expected)
+    assert torch.equal(normalise_images(images, (0.2, 0.3, 0.4), (0.5, 0.6, 0.7)), expected)
+    assert torch.equal(normalise_images(images, (0.5,), (0.5,)), (images.float() / 255.0 - 0.5) / 0.5)

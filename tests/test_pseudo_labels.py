@@ -13,6 +13,7 @@ from lit_effdl.pseudo_labels import (
     model_fingerprint,
     predict_probs,
     save_pseudo_labels,
+    unique_by_index,
 )
 
 
@@ -42,6 +43,14 @@ def test_predict_probs_is_ordered_by_index_and_un_noised():
     assert net.training  # mode restored
     logits = predict_probs(net, data, batch_size=4, temperature=2.0, output="logits")["logits"]
     assert torch.allclose(logits, net[0](data.x) / 2.0, atol=1e-6)
+
+
+def test_unique_by_index_sorts_and_drops_padded_repeats():
+    """A distributed sampler pads shards with repeats of the first samples: each index is kept once."""
+    index = torch.tensor([2, 0, 4, 1, 3, 0])
+    values = torch.tensor([[2.0], [0.0], [4.0], [1.0], [3.0], [0.5]])
+    index, values = unique_by_index(index, values)
+    assert index.tolist() == [0, 1, 2, 3, 4] and values.flatten().tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 def test_empty_unlabeled_set_is_refused():

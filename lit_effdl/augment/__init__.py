@@ -3,9 +3,9 @@
 from lit_effdl.augment.pipelines import PRESETS, build_pipeline, expand_spec, is_random_spec
 from lit_effdl.augment.randaugment import RA_OPS, RandAugment
 from lit_effdl.augment.batched import BatchedPipeline, build_batched
-from lit_effdl.augment.mix import Mix, cutmix, mixup
+from lit_effdl.augment.mix import Mix
 
 __all__ = [
     "PRESETS", "build_pipeline", "expand_spec", "is_random_spec", "RA_OPS", "RandAugment",
-    "BatchedPipeline", "build_batched", "Mix", "cutmix", "mixup",
+    "BatchedPipeline", "build_batched", "Mix",
 ]

@@ -68,8 +68,8 @@ _GEOM_ARGS = {"rotate": "degrees", "shear_x": "shear_x", "shear_y": "shear_y", "
 
 
 def geom_matrix(params: dict[str, torch.Tensor], h: int, w: int) -> torch.Tensor:
-    """(B, 3, 3) forward pixel matrix of geometric op parameters ``{op name: (B,) values}`` taken
-    together (each sample of a RandAugment slot drew one op: the others are zero), both paths."""
+    """(B, 3, 3) forward pixel matrix of geometric op parameters ``{op name: (B,) values or a float}``
+    taken together (each sample of a RandAugment slot drew one op: the others are zero), both paths."""
     kwargs = {_GEOM_ARGS[name]: value * (w if name == "translate_x" else h if name == "translate_y" else 1)
               for name, value in params.items()}
     return ops.affine_matrix(h, w, **kwargs)
@@ -132,7 +132,7 @@ class RandAugment:
         composed = None  # the image's geometric ops composed into one map, as on the batched path
         for name, p in drawn:
             if OP_TABLE[name][0] == "geom":
-                m = geom_matrix({name: torch.tensor([p])}, *x.shape[-2:])
+                m = geom_matrix({name: p}, *x.shape[-2:])
                 composed = m if composed is None else m @ composed
         if composed is not None:
             x = warp_work(x, [(composed, "fill")], self.fill * peak)

@@ -29,18 +29,24 @@ def base_points(h: int, w: int, device, dtype) -> torch.Tensor:
     return _BASE[key]
 
 
+def _bounds(h: int, w: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 2, 1) image centre and half extent (x, y): a point is outside when |p - centre| > half."""
+    key = ("bounds", h, w, str(device), dtype)
+    if key not in _BASE:
+        _BASE[key] = (torch.tensor([(w - 1) / 2.0, (h - 1) / 2.0], device=device, dtype=dtype).view(1, 2, 1),
+                      torch.tensor([w / 2.0, h / 2.0], device=device, dtype=dtype).view(1, 2, 1))
+    return _BASE[key]
+
+
 def affine_inverse(m: torch.Tensor) -> torch.Tensor:
     """Inverse of affine ``(B, 3, 3)`` matrices (last row 0, 0, 1) in closed form: a few vector ops
     instead of a batched LAPACK call per chain step."""
-    a, b, tx = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
-    c, d, ty = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
+    a, b, tx, c, d, ty = m[:, :2].reshape(-1, 6).unbind(1)
     det = a * d - b * c
     ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
-    out = torch.zeros_like(m)
-    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = ia, ib, -(ia * tx + ib * ty)
-    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = ic, id_, -(ic * tx + id_ * ty)
-    out[:, 2, 2] = 1.0
-    return out
+    zero = torch.zeros_like(a)
+    return torch.stack([ia, ib, -(ia * tx + ib * ty), ic, id_, -(ic * tx + id_ * ty), zero, zero, zero + 1.0],
+                       1).view(-1, 3, 3)
 
 
 def apply_affine(m: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
@@ -81,11 +87,11 @@ def warp_work(x: torch.Tensor, steps: Steps, fill_value: float, lead_axis_aligne
         if not lead_axis_aligned and bool((lead_inv[:, 0, 1] != 0).any() | (lead_inv[:, 1, 0] != 0).any()):
             return _warp_traced(x, steps, fill_value)
     pts = base_points(h, w, x.device, ft)[None, :2]
+    centre, half = _bounds(h, w, x.device, ft)
     outside = None
     for m, _ in reversed(rest):
         pts = apply_affine(affine_inverse(m.to(x.device, ft)), pts)
-        now = (pts[:, 0] - (w - 1) / 2.0).abs_().gt_(w / 2.0)  # left the image at this step
-        now = now.logical_or_((pts[:, 1] - (h - 1) / 2.0).abs_().gt_(h / 2.0)).bool()
+        now = (pts - centre).abs_().gt_(half).any(1)  # left the image at this step (x or y)
         outside = now if outside is None else outside.logical_or_(now)
     if lead_inv is not None:  # axis-aligned: x' = sx * x + tx, y' = sy * y + ty, per sample
         pts = torch.addcmul(lead_inv[:, :2, 2:], lead_inv[:, [0, 1], [0, 1]][:, :, None], pts)

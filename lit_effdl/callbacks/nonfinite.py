@@ -89,5 +89,5 @@ class NonFiniteGuard(Callback):
     def _message(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> str:
         logged = getattr(pl_module, "last_loss_terms", {})
         terms = ", ".join(f"train/{k}={float(v):.4g}" for k, v in logged.items()) or "none logged"
-        return (f"non-finite loss {float(loss)} at global step {trainer.global_step} (epoch {trainer.current_epoch}, "
+        return (f"non-finite loss {float(loss.detach())} at global step {trainer.global_step} (epoch {trainer.current_epoch}, "
                 f"batch {self._batch_idx}); loss terms: {terms}. {NONFINITE_HINT}")

@@ -11,7 +11,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lit_effdl.augment import is_random_spec
-from lit_effdl.augment.mix import Mix
 from lit_effdl.errors import UserError
 from lit_effdl.io import save_atomic
 from lit_effdl.pseudo_labels import predict_probs
@@ -35,15 +34,10 @@ class TeacherLogitCache(Callback):
         unlabeled_view: the unlabeled view trained on: ``weak`` or ``strong``.
         use_unlabeled: whether unlabeled batches are distilled (with ``data.unlabeled_ratio`` > 0).
         path: where the cache is read and written.
-        mix: the Mixup / CutMix of the labeled batches: must be off (its draws are random).
     """
 
     def __init__(self, teacher_backbone: str, teacher_checkpoint: str | None, unlabeled_view: str,
-                 use_unlabeled: bool, path: str | None = None, mix: Mix | None = None):
-        if mix is not None and mix.active:
-            raise UserError(f"cache_teacher_logits with mixup_alpha={mix.mixup_alpha} / cutmix_alpha="
-                            f"{mix.cutmix_alpha} is not valid: Mixup and CutMix are random, cached teacher logits "
-                            "would not match the mixed images; set both to 0")
+                 use_unlabeled: bool, path: str | None = None):
         self.teacher_backbone = teacher_backbone
         self.teacher_checkpoint = teacher_checkpoint
         self.unlabeled_view = unlabeled_view
@@ -51,10 +45,12 @@ class TeacherLogitCache(Callback):
         self.path = path
         self.logits: dict[str, torch.Tensor] | None = None
 
-    def lookup(self, part: str, index: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """The cached float32 logits of ``part``'s samples ``index``, on ``device``."""
-        table = self.logits[part]
-        return table[index.to(table.device)].to(device).float()
+    def lookup(self, indices: dict[str, torch.Tensor | None], device: torch.device) -> torch.Tensor:
+        """The cached float32 logits of each part's (``labeled``, ``unlabeled``; None: skipped) sample
+        indices, concatenated in that order, on ``device``."""
+        rows = [self.logits[part][index.to(self.logits[part].device)] for part, index in indices.items()
+                if index is not None]
+        return torch.cat(rows).to(device).float()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":

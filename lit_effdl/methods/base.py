@@ -1,8 +1,9 @@
 """`BaseMethod`: the plumbing every paradigm shares, once.
 
-It owns the backbone, input normalisation, metrics, the optimizer with named parameter groups,
-the warm-up + cosine schedule and an optional EMA of weights used for evaluation. A method file
-subclasses it, adds its own knobs and writes ``training_step``; nothing else.
+It owns the backbone, input normalisation, metrics, the optimizer with named parameter groups, the
+warm-up + cosine schedule, an optional EMA of weights used for evaluation and the non-finite loss
+guard (a callback). A method file subclasses it, adds its knobs and writes ``training_step``: it
+receives augmented views (the data module augments) and logs its terms with ``log_train``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
-from timm.optim import param_groups_weight_decay
-from timm.utils import ModelEmaV3
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -25,34 +25,33 @@ from lit_effdl.errors import UserError
 from lit_effdl.losses import classification_loss
 from lit_effdl.models import create_backbone
 from lit_effdl.models.auxiliary import DEFAULT_AUX_WEIGHT, loss_with_aux
+from lit_effdl.models.ema import WeightEMA
+from lit_effdl.models.inputs import normalise_images
 
 
-class WeightEMA(ModelEmaV3):
-    """Exponential moving average of a network's weights for evaluation: timm's ``ModelEmaV3``
-    (parameters lerped in one foreach call, buffers copied from the live model) with the warm-up
-    ``decay_t = min(decay, (1 + t) / (10 + t))``, which keeps a short run's average useful early.
-
-    Not Lightning's ``WeightAveraging``: measured on WRN-28-2 (1.47 M parameters, CPU, 1 thread) its
-    ``AveragedModel`` update costs 11.3 ms per step against 3.4 ms here, it averages BatchNorm
-    statistics (a running mean 0.82 where the live model has 1.0; ``use_buffers=False`` leaves them
-    at their initial values), it copies the whole LightningModule (a distillation teacher too), and
-    checkpoints lose the ``ema.module.*`` keys that weight loading and teachers read.
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        super().__init__(model, decay=decay, exclude_buffers=True, stochastic_rounding=False)
-        self.module.requires_grad_(False)  # Lightning sets its train / eval mode
-
-    def get_decay(self, step: int | None = None) -> float:
-        return self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
-
-
-def decay_groups(module: nn.Module, name: str, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """Named groups of ``module``'s trainable parameters (timm's ``param_groups_weight_decay``):
+def decay_groups(module: nn.Module, name: str, lr: float, weight_decay: float,
+                 skip: nn.Module | None = None) -> list[dict[str, Any]]:
+    """Named groups of ``module``'s trainable parameters but ``skip``'s (timm's ``param_groups_weight_decay``):
     ``name`` with weight decay, ``name_no_decay`` for norms and biases (1-d tensors)."""
-    groups = param_groups_weight_decay(module, weight_decay)
-    named = [{**g, "name": name + ("" if g["weight_decay"] else "_no_decay"), "lr": lr} for g in groups]
+    skipped = {id(p) for p in skip.parameters()} if skip is not None else set()
+    groups = [{**g, "params": [p for p in g["params"] if id(p) not in skipped]}
+              for g in param_groups_weight_decay(module, weight_decay)]
+    named = [{**g, "name": name + ("" if g["weight_decay"] else "_no_decay"), "lr": lr} for g in groups if g["params"]]
     return sorted(named, key=lambda g: g["weight_decay"] == 0)  # decayed group first
+
+
+def layer_decay_groups(module: nn.Module, lr: float, weight_decay: float, layer_decay: float) -> list[dict[str, Any]]:
+    """timm's ``param_groups_layer_decay``: layer k of L at ``lr * layer_decay**(L - k)``, named
+    ``layerNN_x<scale>`` (+``_no_decay`` for norms and biases)."""
+    if not hasattr(module, "group_matcher"):
+        raise UserError(f"layer_decay needs a timm backbone with layer groups; {type(module).__name__} has none")
+    named = []
+    for i, group in enumerate(param_groups_layer_decay(module, weight_decay, layer_decay=layer_decay)):
+        scale = group.pop("lr_scale", 1.0)
+        group.pop("param_names", None)
+        suffix = "" if group["weight_decay"] else "_no_decay"
+        named.append({**group, "lr": lr * scale, "name": f"layer{i // 2:02d}_x{scale:.3g}{suffix}"})
+    return named
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
@@ -158,8 +157,7 @@ class BaseMethod(L.LightningModule):
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (0..255) or float (0..1) images -> normalised float, in the configured layout."""
-        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-        x = (x - self.input_mean) / self.input_std
+        x = normalise_images(images, self.input_mean, self.input_std)
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -194,14 +192,13 @@ class BaseMethod(L.LightningModule):
         call costs 0.5-1 ms of CPU in Lightning 2.6, as much as a small net's step part.
         """
         self.last_loss_terms[name] = value.detach()
-        if prog_bar or not self.is_logging_step():
-            if prog_bar:
-                self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=True)
-        else:
+        if prog_bar:
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=True)
+            return
+        total, count = self._term_sums.get(name, (0.0, 0))
+        self._term_sums[name] = (value.detach().float() * batch_size + total, count + batch_size)
+        if self.is_logging_step():
             self.log(f"train/{name}_step", value, on_step=True, on_epoch=False, batch_size=batch_size)
-        if not prog_bar:
-            total, count = self._term_sums.get(name, (0.0, 0))
-            self._term_sums[name] = (value.detach().float() * batch_size + total, count + batch_size)
 
     def is_logging_step(self) -> bool:
         """Whether Lightning's loggers write this training step (public values only)."""
@@ -211,13 +208,30 @@ class BaseMethod(L.LightningModule):
             return True
         return (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0 or trainer.should_stop
 
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: dict, stage: str, metrics: nn.ModuleDict) -> dict[str, torch.Tensor]:
+        logits = self.eval_logits(batch["image"])
+        loss = F.cross_entropy(logits.float(), batch["target"])
+        size = batch["target"].shape[0]
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=size)
+        for name, metric in metrics.items():
+            metric(logits, batch["target"])
+            self.log(f"{stage}/{name}", metric, on_epoch=True, batch_size=size, prog_bar=name == "acc")
+        return {"loss": loss, "logits": logits.detach()}
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "test", self.test_metrics)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"probs": self.eval_logits(batch["image"]).float().softmax(-1), "index": batch["index"]}
+
     # ------------------------------------------------------------------ training hooks
     def configure_callbacks(self) -> list[Callback]:
         """The non-finite loss guard for every fit (unless the Trainer was given one)."""
-        try:
-            given = any(isinstance(c, NonFiniteGuard) for c in self.trainer.callbacks)
-        except RuntimeError:
-            given = False
+        given = any(isinstance(c, NonFiniteGuard) for c in self.trainer.callbacks)
         return [] if given else [NonFiniteGuard(skip=bool(self.hparams.get("skip_nonfinite")))]
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -257,6 +271,18 @@ class BaseMethod(L.LightningModule):
             return max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
         return max(1, total // max(1, self.trainer.max_epochs or 1))
 
+    def has_lr_schedule(self) -> bool:
+        """Whether the LR changes during the fit (otherwise no scheduler is built)."""
+        return self.hparams.scheduler != "constant" or bool(self.hparams.warmup_epochs)
+
+    def lr_factor(self, group: dict[str, Any], total: int, per_epoch: int) -> Callable[[int], float]:
+        """LR multiplier of ``group`` at each optimizer step (``total`` in the fit, ``per_epoch`` in an
+        epoch): warm-up + cosine for every group here; methods may give groups their own."""
+        hp = self.hparams
+        min_ratio = 1.0 if hp.scheduler == "constant" else hp.min_lr_ratio
+        warmup = int(round(hp.warmup_epochs * per_epoch))
+        return partial(warmup_cosine, total_steps=total, warmup_steps=warmup, min_ratio=min_ratio)
+
     def configure_optimizers(self):
         hp = self.hparams
         groups = self.param_groups()
@@ -264,12 +290,10 @@ class BaseMethod(L.LightningModule):
             optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
         else:
             optimizer = torch.optim.AdamW(groups, lr=hp.lr)
-        if hp.scheduler == "constant" and not hp.warmup_epochs:
+        if not self.has_lr_schedule():
             return optimizer
         total = self.total_optimizer_steps()
-        warmup = int(round(hp.warmup_epochs * self.optimizer_steps_per_epoch(total)))
-        min_ratio = 1.0 if hp.scheduler == "constant" else hp.min_lr_ratio
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, total, warmup, min_ratio)
-        )
+        per_epoch = self.optimizer_steps_per_epoch(total)
+        factors = [self.lr_factor(group, total, per_epoch) for group in optimizer.param_groups]
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

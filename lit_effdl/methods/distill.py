@@ -14,20 +14,17 @@ from lit_effdl.losses import distillation_loss, kd_kl_loss
 from lit_effdl.methods.base import BaseMethod
 from lit_effdl.models.teacher import FrozenTeacher, build_teacher
 
-TEACHER_PREFIX = "teacher."
-
 
 class Distill(BaseMethod):
     r"""Distil a frozen teacher into the (smaller) student ``backbone``, on labeled and unlabeled images.
 
     .. math::
 
-       L = \alpha \cdot CE(y, s) + (1 - \alpha) \cdot [KD(s_l, t_l) + w_u \cdot KD(s_u, t_u)],
-       \quad KD(s, t) = \tau^2 \cdot KL(\mathrm{softmax}(t / \tau) \,\|\, \mathrm{softmax}(s / \tau))
+       L = \alpha CE(y, s) + (1 - \alpha) [KD(s_l, t_l) + w_u KD(s_u, t_u)],\ KD(s, t) = \tau^2 KL(p_t^\tau \| p_s^\tau)
 
-    Geoffrey Hinton, Oriol Vinyals, Jeff Dean: "Distilling the Knowledge in a Neural Network",
-    NIPS 2014 Deep Learning Workshop (https://arxiv.org/abs/1503.02531). Teacher and student see
-    the same (augmented, Mixup / CutMix-ed) images: Beyer et al. 2022's function matching.
+    with :math:`p^\tau = \mathrm{softmax}(\mathrm{logits} / \tau)`; s: student, t: teacher, l / u: (un)labeled.
+    Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (https://arxiv.org/abs/1503.02531).
+    Teacher and student see the same (augmented, Mixup / CutMix-ed) images: Beyer et al. 2022's function matching.
 
     Args:
         teacher_backbone: backbone name of the teacher (``create_backbone``: local, timm, googlenet).
@@ -41,7 +38,8 @@ class Distill(BaseMethod):
         unlabeled_view: which augmented view of unlabeled images both networks see.
         mixup_alpha: Mixup on labeled batches (Beta(a, a)), 0 off; the CE target is mixed too.
         cutmix_alpha: CutMix on labeled batches (the label weight is the pasted box's true area), 0 off.
-        mix_prob, mix_switch_prob: probability that a labeled batch is mixed, and of CutMix (both on).
+        mix_prob: probability that a labeled batch is mixed.
+        mix_switch_prob: probability of CutMix rather than Mixup when both are on.
         save_teacher: store the teacher's weights in every student checkpoint.
         cache_teacher_logits: run the teacher once over the train images and reuse its fp16 logits
             (``TeacherLogitCache``: only valid without random augmentation of the inputs).
@@ -49,13 +47,14 @@ class Distill(BaseMethod):
         **kwargs: everything ``BaseMethod`` takes (the student's backbone, optimizer, schedule...).
     """
 
+    TEACHER_PREFIX = "teacher."  # the teacher's keys in the module's state_dict
+
     def __init__(self, teacher_backbone: str = "small_cnn_w64", teacher_checkpoint: str | None = None,
                  teacher_pretrained: bool = False, teacher_backbone_kwargs: dict[str, Any] | None = None,
                  temperature: float = 4.0, alpha: float = 0.5, unlabeled_weight: float = 1.0,
                  unlabeled_view: Literal["weak", "strong"] = "weak", mixup_alpha: float = 0.0,
-                 cutmix_alpha: float = 0.0, mix_prob: float = 1.0, mix_switch_prob: float = 0.5,
-                 save_teacher: bool = False, cache_teacher_logits: bool = False,
-                 teacher_cache_file: str | None = None, **kwargs):
+                 cutmix_alpha: float = 0.0, mix_prob: float = 1.0, mix_switch_prob: float = 0.5, save_teacher: bool = False,
+                 cache_teacher_logits: bool = False, teacher_cache_file: str | None = None, **kwargs):
         if not temperature > 0:
             raise UserError(f"temperature={temperature} is not valid: use a positive value (e.g. 4)")
         if not 0.0 <= alpha <= 1.0:
@@ -65,8 +64,12 @@ class Distill(BaseMethod):
         if unlabeled_view not in ("weak", "strong"):
             raise UserError(f"unlabeled_view='{unlabeled_view}' is not valid: use 'weak' or 'strong'")
         mix = Mix(mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
+        if mix.active and cache_teacher_logits:
+            raise UserError(f"cache_teacher_logits with mixup_alpha={mixup_alpha} / cutmix_alpha={cutmix_alpha} "
+                            "is not valid: Mixup and CutMix are random, cached teacher logits would not match "
+                            "the mixed images; set both to 0")
         cache = TeacherLogitCache(teacher_backbone, teacher_checkpoint, unlabeled_view, unlabeled_weight > 0,
-                                  teacher_cache_file, mix) if cache_teacher_logits else None
+                                  teacher_cache_file) if cache_teacher_logits else None
         if not (teacher_checkpoint or teacher_pretrained):
             raise UserError("the teacher has no weights: give teacher_checkpoint (a trained model) or "
                             "teacher_pretrained: true (a timm model); a random teacher teaches nothing")
@@ -98,11 +101,8 @@ class Distill(BaseMethod):
         return losses["loss"]
 
     def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        """``loss`` (the total), ``loss_ce``, ``loss_kd`` and ``loss_kd_unlabeled`` of one batch.
-
-        Labeled and unlabeled images go through each network in one forward, the teacher's first
-        (the student's saved activations are not held while it runs). ``hidden_target`` is never read.
-        """
+        """``loss`` (total), ``loss_ce``, ``loss_kd``, ``loss_kd_unlabeled``. Labeled + unlabeled images: one forward
+        per network, the teacher's first (the student's activations are not held meanwhile); no ``hidden_target``."""
         hp = self.hparams
         labeled = self.labeled_part(batch)
         unlabeled = batch.get("unlabeled") if "labeled" in batch else None
@@ -126,11 +126,10 @@ class Distill(BaseMethod):
                        loss_kd=kd + hp.unlabeled_weight * kd_u, loss_kd_unlabeled=kd_u)
         return out
 
-    def teacher_logits(self, x: torch.Tensor, labeled_index: torch.Tensor, unlabeled_index: torch.Tensor | None):
-        """The teacher's logits of the prepared images ``x``: cached by index when the cache is filled."""
+    def teacher_logits(self, x: torch.Tensor, labeled: torch.Tensor, unlabeled: torch.Tensor | None) -> torch.Tensor:
+        """The teacher's logits of the prepared images ``x`` (from the cache by sample index when it is filled)."""
         if self.logit_cache is not None and self.logit_cache.logits is not None:
-            parts = {"labeled": labeled_index, "unlabeled": unlabeled_index}
-            return torch.cat([self.logit_cache.lookup(p, i, x.device) for p, i in parts.items() if i is not None])
+            return self.logit_cache.lookup({"labeled": labeled, "unlabeled": unlabeled}, x.device)
         if self.teacher is None:
             raise RuntimeError("the teacher is built when fit starts; it is not part of a loaded student")
         return self.teacher(x)
@@ -138,14 +137,14 @@ class Distill(BaseMethod):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the teacher's weights unless ``save_teacher``: the student stands alone."""
         if not self.hparams.save_teacher:
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(TEACHER_PREFIX)}
+            state = checkpoint["state_dict"]
+            checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith(self.TEACHER_PREFIX)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A saved teacher is rebuilt (no file needed); a missing one is filled from the live
-        teacher, so strict loading works mid-fit (testing the best checkpoint)."""
+        """Rebuild a saved teacher (no file needed); fill a missing one from the live one (strict loading mid-fit)."""
         state = checkpoint["state_dict"]
-        if any(k.startswith(TEACHER_PREFIX) for k in state):
+        if any(k.startswith(self.TEACHER_PREFIX) for k in state):
             if self.teacher is None:
                 self.teacher = self.new_teacher(load=False)
         elif self.teacher is not None:
-            state.update(self.teacher.state_dict(prefix=TEACHER_PREFIX))
+            state.update(self.teacher.state_dict(prefix=self.TEACHER_PREFIX))

@@ -3,55 +3,20 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lit_effdl.augment.pipelines import is_random_spec
+from lit_effdl.callbacks.finetuning import GradualUnfreeze, after_start
+from lit_effdl.methods.base import BaseMethod, decay_groups, layer_decay_groups, warmup_cosine
+from lit_effdl.models.auxiliary import classifier_heads, head_inputs, reset_head
 from lit_effdl.errors import UserError
-from lit_effdl.losses import classification_loss
-from lit_effdl.methods.base import BaseMethod, warmup_cosine
-from lit_effdl.models.auxiliary import loss_with_aux
 from lit_effdl.models.loading import NAMED_WEIGHTS, LoadReport, load_pretrained
-
-AUX_HEADS = ("aux1", "aux2", "AuxLogits")  # GoogLeNet / Inception auxiliary classifiers
-
-
-def head_modules(model: nn.Module) -> list[nn.Module]:
-    """The classifier (timm's ``get_classifier`` or ``fc`` / ``classifier``) and auxiliary classifiers."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if head is None:
-        head = getattr(model, "fc", None) or getattr(model, "classifier", None)
-    if not isinstance(head, nn.Module):
-        raise UserError(f"cannot find the classifier of {type(model).__name__}: Finetune needs a timm-style model")
-    aux = [getattr(model, name) for name in AUX_HEADS if isinstance(getattr(model, name, None), nn.Module)]
-    return [head, *aux]
-
-
-def reset_head(model: nn.Module, num_classes: int) -> None:
-    """A fresh classifier with ``num_classes`` outputs (timm's ``reset_classifier`` where it exists)."""
-    if hasattr(model, "reset_classifier"):
-        model.reset_classifier(num_classes)
-        heads = head_modules(model)[1:]
-    else:
-        heads = head_modules(model)
-    for head in heads:
-        for module in head.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-
-
-def _split_decay(params: list[nn.Parameter], name: str, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """Like ``base.decay_groups`` but keeps frozen parameters (gradual mode unfreezes them later)."""
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [
-        {"name": name, "params": decay, "lr": lr, "weight_decay": weight_decay},
-        {"name": f"{name}_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
 
 
 class Finetune(BaseMethod):
@@ -96,39 +61,47 @@ class Finetune(BaseMethod):
         **kwargs,
     ):
         _validate(mode, checkpoint_path, head_lr, backbone_lr, unfreeze_epoch, layer_decay, cache_features, kwargs)
-        self.load_report: LoadReport | None = None
         super().__init__(**kwargs)
-        self.label_smoothing = label_smoothing
-        self.body_frozen = mode in ("linear_probe", "gradual")
         self._feature_cache: torch.Tensor | None = None
-        self._set_body_trainable(not self.body_frozen)
+        if mode == "linear_probe":
+            self.freeze_body()
 
-    # ------------------------------------------------------------------ network
     def build_backbone(self) -> nn.Module:
         """Create the named net, load ``checkpoint_path`` (classifier dropped), put a new head on it."""
         hp = self.hparams
         model = super().build_backbone()
-        if hp.checkpoint_path:
-            self.load_report = load_pretrained(model, hp.checkpoint_path, hp.checkpoint_key_map)
+        self.load_report: LoadReport | None = (
+            load_pretrained(model, hp.checkpoint_path, hp.checkpoint_key_map) if hp.checkpoint_path else None)
         reset_head(model, hp.num_classes)
         return model
 
     @property
-    def heads(self) -> list[nn.Module]:
-        return head_modules(self.backbone)
+    def heads(self) -> list[nn.Module]:  # the new classifier, then any auxiliary classifiers
+        heads = classifier_heads(self.backbone)
+        if not heads:
+            raise UserError(f"cannot find the classifier of {type(self.backbone).__name__}: Finetune needs a timm-style model")
+        return heads
+
+    def body_modules(self) -> list[nn.Module]:
+        """The backbone's modules that own parameters or buffers, without the heads' (``BaseFinetuning`` style)."""
+        head_ids = {id(m) for head in self.heads for m in head.modules()}
+        return [m for m in BaseFinetuning.flatten_modules(self.backbone) if id(m) not in head_ids]
 
     def body_parameters(self) -> list[nn.Parameter]:
-        """The backbone's parameters without the (new) head's."""
-        head_ids = {id(p) for head in self.heads for p in head.parameters()}
-        return [p for p in self.backbone.parameters() if id(p) not in head_ids]
+        return [p for module in self.body_modules() for p in module.parameters(recurse=False)]
 
     def body_norms(self) -> list[nn.Module]:
-        head_ids = {id(m) for head in self.heads for m in head.modules()}
-        return [m for m in self.backbone.modules() if isinstance(m, _BatchNorm) and id(m) not in head_ids]
+        return [m for m in self.body_modules() if isinstance(m, _BatchNorm)]
 
-    def _set_body_trainable(self, trainable: bool) -> None:
-        for param in self.body_parameters():
-            param.requires_grad_(trainable)
+    @property
+    def body_frozen(self) -> bool:
+        return not all(p.requires_grad for p in self.body_parameters())
+
+    def freeze_body(self) -> None:
+        """``BaseFinetuning.freeze(body, train_bn=False)``, module by module: a parent owning parameters
+        (a ViT's position embedding) would otherwise bring its head along."""
+        for module in self.body_modules():
+            BaseFinetuning.freeze_module(module)
 
     def train(self, mode: bool = True) -> "Finetune":
         """Lightning's mode switches never put a frozen backbone's BatchNorm back in training mode."""
@@ -138,124 +111,71 @@ class Finetune(BaseMethod):
                 norm.eval()
         return self
 
-    # ------------------------------------------------------------------ fit hooks
+    def configure_callbacks(self) -> list[Callback]:
+        gradual = [GradualUnfreeze(self.hparams.unfreeze_epoch)] if self.hparams.mode == "gradual" else []
+        return super().configure_callbacks() + gradual
+
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.trainer.datamodule
         classes = getattr(datamodule, "num_classes", None)
         if classes is not None and classes != self.hparams.num_classes:
-            raise UserError(
-                f"model num_classes={self.hparams.num_classes} disagrees with the data module's {classes} classes: "
-                f"leave num_classes to the data module (the CLI links it) or set it to {classes}"
-            )
+            raise UserError(f"model num_classes={self.hparams.num_classes} disagrees with the data module's {classes} "
+                            f"classes: leave num_classes to the data module (the CLI links it) or set it to {classes}")
         if stage == "fit" and self.hparams.mode == "gradual" and self.trainer.world_size > 1:
             raise UserError("mode='gradual' runs on one device (DDP ignores parameters frozen at wrap time): use full")
         if stage == "fit" and self.hparams.cache_features:
-            from lit_effdl.augment.pipelines import is_random_spec
-
-            spec = getattr(datamodule, "labeled_augment", None)
+            spec = datamodule.train_specs()["labeled"] if datamodule is not None else None
             if datamodule is None or is_random_spec(spec):
-                raise UserError(
-                    f"cache_features=true needs a deterministic train pipeline, got data.labeled_augment={spec!r}: "
-                    f"set data.labeled_augment: none"
-                )
-        super().setup(stage)  # after the cache check: augment_on="device" takes the data module's specs
+                raise UserError(f"cache_features=true needs a deterministic train pipeline, got "
+                                f"data.labeled_augment={spec!r}: set data.labeled_augment: none")
 
     def on_train_start(self) -> None:
         if self.hparams.cache_features and self._feature_cache is None:
-            self._feature_cache = self.compute_features(self.trainer.datamodule.labeled_dataset())
+            dataset = self.trainer.datamodule.inference_dataset("labeled", "labeled")
+            self._feature_cache = head_inputs(self.backbone, dataset, self.prepare, self.device)
+            self.train()
 
     def on_train_epoch_start(self) -> None:
-        hp = self.hparams
-        if hp.mode == "gradual" and self.body_frozen and self.current_epoch >= hp.unfreeze_epoch:
-            self.body_frozen = False
-            self._set_body_trainable(True)
         self.train()  # re-apply the BatchNorm policy whatever mode Lightning restored
 
-    @torch.no_grad()
-    def compute_features(self, dataset: torch.utils.data.Dataset) -> torch.Tensor:
-        """Pooled pre-logit features of every item of ``dataset``, indexed by its ``index``."""
-        net = self.backbone
-        if not (hasattr(net, "forward_features") and hasattr(net, "forward_head")):
-            raise UserError(f"cache_features needs a timm-style backbone; {type(net).__name__} is not")
-        was_training = net.training
-        net.eval()
-        loader = torch.utils.data.DataLoader(dataset, batch_size=256, shuffle=False)
-        feats = None
-        for batch in loader:
-            out = net.forward_head(net.forward_features(self.prepare(batch["image"].to(self.device))), pre_logits=True)
-            if feats is None:
-                feats = out.new_zeros(len(dataset), out.shape[1])
-            feats[batch["index"].to(self.device)] = out
-        net.train(was_training)
-        self.train(was_training)
-        return feats
-
-    # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         labeled = self.labeled_part(batch)
         if self._feature_cache is not None:
             feats = F.dropout(self._feature_cache[labeled["index"]], self.hparams.drop_rate, training=True)
             output = self.heads[0](feats)
         else:
-            output = self(self.augment_batch(labeled["image"], "labeled"))
-        loss_fn = partial(classification_loss, label_smoothing=self.label_smoothing)
-        loss, _ = loss_with_aux(output, labeled["target"], loss_fn, self.hparams.aux_weight)
+            output = self(labeled["image"])
+        loss = self.classification_loss(output, labeled["target"], self.hparams.label_smoothing)
         self.log_train("loss", loss, batch_size=labeled["target"].shape[0], prog_bar=True)
         return loss
 
-    # ------------------------------------------------------------------ optimization
     def param_groups(self) -> list[dict[str, Any]]:
         """``head`` (+``_no_decay``) and, unless probing, ``backbone`` groups (or timm layer groups)."""
         hp = self.hparams
         head_lr = hp.head_lr or hp.lr
-        head_params = [p for head in self.heads for p in head.parameters()]
+        heads = nn.ModuleList(self.heads)  # a view for the group helper; the heads stay where they are
+        head_groups = decay_groups(heads, "head", head_lr, hp.weight_decay)
         if hp.mode == "linear_probe":
-            return _split_decay(head_params, "head", head_lr, hp.weight_decay)
+            return head_groups
         if hp.layer_decay is not None:
-            return self._layer_decay_groups(head_lr)
+            return layer_decay_groups(self.backbone, head_lr, hp.weight_decay, hp.layer_decay)
         backbone_lr = hp.backbone_lr if hp.backbone_lr is not None else hp.lr / 10
-        return _split_decay(self.body_parameters(), "backbone", backbone_lr, hp.weight_decay) + _split_decay(
-            head_params, "head", head_lr, hp.weight_decay
-        )
+        return decay_groups(self.backbone, "backbone", backbone_lr, hp.weight_decay, skip=heads) + head_groups
 
-    def _layer_decay_groups(self, head_lr: float) -> list[dict[str, Any]]:
-        from timm.optim import param_groups_layer_decay
+    def has_lr_schedule(self) -> bool:  # gradual: the backbone's LR is 0 until unfreeze_epoch
+        return super().has_lr_schedule() or self.hparams.mode == "gradual"
 
-        if not hasattr(self.backbone, "group_matcher"):
-            raise UserError(f"layer_decay needs a timm backbone with layer groups; {self.hparams.backbone} has none")
-        groups = param_groups_layer_decay(self.backbone, self.hparams.weight_decay, layer_decay=self.hparams.layer_decay)
-        named = []
-        for i, group in enumerate(groups):
-            scale = group.pop("lr_scale", 1.0)
-            group.pop("param_names", None)
-            suffix = "" if group["weight_decay"] else "_no_decay"
-            named.append({**group, "lr": head_lr * scale, "name": f"layer{i // 2:02d}_x{scale:.3g}{suffix}"})
-        return named
-
-    def configure_optimizers(self):
-        config = super().configure_optimizers()
+    def lr_factor(self, group: dict[str, Any], total: int, per_epoch: int) -> Callable[[int], float]:
+        """``gradual``: the backbone's groups get 0 while frozen, then their own warm-up (at least an
+        epoch) + cosine to the end of the fit; every other group the base schedule."""
         hp = self.hparams
-        if hp.mode != "gradual":
-            return config
-        if not isinstance(config, dict):  # constant LR: still a schedule, for the backbone's groups
-            schedule = torch.optim.lr_scheduler.LambdaLR(config, lambda step: 1.0)
-            config = {"optimizer": config, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-        # the backbone's groups get their own schedule: 0 while frozen, then warm-up + cosine
-        schedule = config["lr_scheduler"]["scheduler"]
-        total = self.total_optimizer_steps()
-        per_epoch = self.optimizer_steps_per_epoch(total)
+        if hp.mode != "gradual" or not group["name"].startswith("backbone"):
+            return super().lr_factor(group, total, per_epoch)
         start = hp.unfreeze_epoch * per_epoch
         warmup = int(round(max(hp.warmup_epochs, 1.0) * per_epoch))
         min_ratio = 1.0 if hp.scheduler == "constant" else hp.min_lr_ratio
-
-        def after_unfreeze(step: int) -> float:
-            return 0.0 if step < start else warmup_cosine(step - start, total - start, warmup, min_ratio)
-
-        for i, group in enumerate(schedule.optimizer.param_groups):
-            if group.get("name", "").startswith("backbone"):
-                schedule.lr_lambdas[i] = after_unfreeze
-                group["lr"] = group["initial_lr"] * after_unfreeze(schedule.last_epoch)
-        return config
+        schedule = partial(warmup_cosine, total_steps=total - start, warmup_steps=warmup, min_ratio=min_ratio)
+        return partial(after_start, start=start, schedule=schedule)
 
 
 def _validate(mode, checkpoint_path, head_lr, backbone_lr, unfreeze_epoch, layer_decay, cache_features, kwargs) -> None:

@@ -44,8 +44,6 @@ class FixMatch(BaseMethod):
         if lambda_u < 0:
             raise UserError(f"lambda_u={lambda_u} is not valid: use 0 or more")
         super().__init__(ema_decay=ema_decay, **kwargs)
-        self.threshold = threshold
-        self.lambda_u = lambda_u
         self.pseudo_acc = MeanMetric()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -55,16 +53,11 @@ class FixMatch(BaseMethod):
             )
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         n_lab, n_unl = labeled["image"].shape[0], unlabeled["weak"].shape[0]
-        images = torch.cat([  # augment_batch: batched views when augment_on="device", else a no-op
-            self.augment_batch(labeled["image"], "labeled"),
-            self.augment_batch(unlabeled["weak"], "weak"),
-            self.augment_batch(unlabeled["strong"], "strong"),
-        ])
-        logits = self(images)
+        logits = self(torch.cat([labeled["image"], unlabeled["weak"], unlabeled["strong"]]))
         logits_lab, logits_weak, logits_strong = logits.split([n_lab, n_unl, n_unl])
         sup = F.cross_entropy(logits_lab.float(), labeled["target"])
-        unsup, mask, pseudo = confidence_masked_cross_entropy(logits_weak, logits_strong, self.threshold)
-        loss = sup + self.lambda_u * unsup
+        unsup, mask, pseudo = confidence_masked_cross_entropy(logits_weak, logits_strong, self.hparams.threshold)
+        loss = sup + self.hparams.lambda_u * unsup
         self.log_diagnostics(mask, pseudo, unlabeled["hidden_target"], n_unl)
         self.log_train("loss", loss, n_lab, prog_bar=True)
         self.log_train("sup_loss", sup, n_lab)

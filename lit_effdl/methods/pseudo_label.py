@@ -44,8 +44,9 @@ class PseudoLabel(BaseMethod):
         self.rampup_steps = 0.0  # set at train start, when the epoch length is known
 
     def on_train_start(self) -> None:
-        steps_per_epoch = self.optimizer_steps_per_epoch(self.total_optimizer_steps())
-        self.rampup_steps = self.hparams.rampup_epochs * steps_per_epoch
+        if self.hparams.rampup_epochs:
+            steps_per_epoch = self.optimizer_steps_per_epoch(self.total_optimizer_steps())
+            self.rampup_steps = self.hparams.rampup_epochs * steps_per_epoch
 
     def unlabeled_weight(self) -> float:
         """``lambda_u`` x the ramp-up's progress in optimizer steps (``global_step``)."""

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 
 from lit_effdl.augment.mix import Mix
 from lit_effdl.errors import UserError
-from lit_effdl.losses import classification_loss
-from lit_effdl.models.auxiliary import loss_with_aux
 from lit_effdl.methods.base import BaseMethod
 
 
@@ -31,19 +27,17 @@ class Supervised(BaseMethod):
 
     def __init__(self, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                  mix_prob: float = 1.0, mix_switch_prob: float = 0.5, **kwargs):
-        super().__init__(**kwargs)
-        self.mix = Mix(mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
         if not 0.0 <= label_smoothing < 1.0:
             raise UserError(f"label_smoothing={label_smoothing} is not valid: use a value in [0, 1)")
-        self.label_smoothing = label_smoothing
+        super().__init__(**kwargs)
+        self.mix = Mix(mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         labeled = self.labeled_part(batch)
-        images, targets = self.augment_batch(labeled["image"], "labeled"), labeled["target"]
+        images, targets = labeled["image"], labeled["target"]
         if self.mix.active:  # soft targets; the loss composes label smoothing with them
             images, targets = self.mix(images, targets, self.hparams.num_classes)
         output = self(images)  # GoogLeNet / Inception add auxiliary logits in training
-        loss_fn = partial(classification_loss, label_smoothing=self.label_smoothing)
-        loss, _ = loss_with_aux(output, targets, loss_fn, self.hparams.aux_weight)
+        loss = self.classification_loss(output, targets, self.hparams.label_smoothing)
         self.log_train("loss", loss, batch_size=labeled["image"].shape[0], prog_bar=True)
         return loss

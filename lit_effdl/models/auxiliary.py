@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from torch.utils.data import DataLoader, Dataset
+
 import torch
 from torch import nn
+
+from lit_effdl.errors import UserError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -30,6 +34,37 @@ def classifier_heads(model: nn.Module) -> list[nn.Module]:
     if not isinstance(head, nn.Module):
         return []
     return [head, *(getattr(model, name) for name in AUX_HEADS if isinstance(getattr(model, name, None), nn.Module))]
+
+
+def reset_head(model: nn.Module, num_classes: int) -> None:
+    """A fresh classifier with ``num_classes`` outputs (timm's ``reset_classifier`` where it exists)."""
+    if hasattr(model, "reset_classifier"):
+        model.reset_classifier(num_classes)
+        heads = classifier_heads(model)[1:]
+    else:
+        heads = classifier_heads(model)
+    for head in heads:
+        for module in head.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+
+@torch.no_grad()
+def head_inputs(net: nn.Module, dataset: Dataset, prepare: Callable[[torch.Tensor], torch.Tensor],
+                device: torch.device) -> torch.Tensor:
+    """The pooled pre-logit features (a timm model's ``forward_head(..., pre_logits=True)``) of every
+    item of ``dataset`` (items ``{"image", "index"}``), in eval mode, as rows indexed by ``index``;
+    the caller restores the network's mode."""
+    if not (hasattr(net, "forward_features") and hasattr(net, "forward_head")):
+        raise UserError(f"cache_features needs a timm-style backbone; {type(net).__name__} is not")
+    net.eval()
+    feats = None
+    for batch in DataLoader(dataset, batch_size=256, shuffle=False):
+        out = net.forward_head(net.forward_features(prepare(batch["image"].to(device))), pre_logits=True)
+        if feats is None:
+            feats = out.new_zeros(len(dataset), out.shape[1])
+        feats[batch["index"].to(device)] = out
+    return feats
 
 
 def split_aux(output: torch.Tensor | Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, list[torch.Tensor]]:
