@@ -123,8 +123,8 @@ def test_randaugment_applies_exactly_n_ops(monkeypatch):
     calls = []
     for name, fn in list(ops.COLOR_OPS.items()):  # count colour ops and geometric matrices
         monkeypatch.setitem(ops.COLOR_OPS, name, lambda x, p, peak, n=name, f=fn: calls.append(n) or f(x, p, peak))
-    real_matrix = randaugment.geom_matrix
-    monkeypatch.setattr(randaugment, "geom_matrix", lambda p, *a: calls.append(*p) or real_matrix(p, *a))
+    real_terms = randaugment.geom_terms
+    monkeypatch.setattr(randaugment, "geom_terms", lambda p, *a: calls.append(*p) or real_terms(p, *a))
     img = _images(1)[0]
     for n in (0, 1, 2, 4):
         ra = RandAugment(n, 9)

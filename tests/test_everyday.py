@@ -1,17 +1,13 @@
-"""Everyday use: predictions export, the non-finite loss guard, metadata carried by checkpoints."""
+"""Everyday use: predictions export and the metadata checkpoints carry (the non-finite loss guard:
+tests/test_base_method.py)."""
 
 import csv
 
-import lightning as L
-import pytest
 import torch
 from torchvision.io import write_png
 
 from lit_effdl.cli import main
-from lit_effdl.data import SyntheticDataModule
 from lit_effdl.data.sources import synthetic_images
-from lit_effdl.errors import NonFiniteLossError
-from lit_effdl.methods import Supervised
 
 CONFIG = """
 seed_everything: 0
@@ -49,40 +45,3 @@ def test_predict_writes_one_csv_row_per_image(tmp_path, monkeypatch):
         top = row["top5"].split()
         assert len(top) == 4 and top[0].startswith(row["label"] + ":")
 
-
-class NaNAtStep(Supervised):
-    """Supervised whose loss turns NaN at global step 2."""
-
-    def training_step(self, batch, batch_idx):
-        loss = super().training_step(batch, batch_idx)
-        return loss * float("nan") if self.global_step == 2 else loss
-
-
-def test_nonfinite_loss_stops_naming_step_and_terms(fast_trainer_kwargs):
-    model = NaNAtStep(num_classes=4, backbone="small_cnn_w16")
-    trainer = L.Trainer(max_steps=5, **fast_trainer_kwargs)
-    with pytest.raises(NonFiniteLossError, match=r"global step 2 .*train/loss="):
-        trainer.fit(model, datamodule=SyntheticDataModule(num_classes=4, num_train=256, batch_size=32))
-
-
-class DeferredNaNAtStep(NaNAtStep):
-    """The accelerator path on the CPU: the guard records on the device and reads when logging."""
-
-    def checks_loss_each_step(self, loss):
-        return False
-
-
-def test_deferred_nonfinite_check_names_the_first_bad_step(fast_trainer_kwargs):
-    model = DeferredNaNAtStep(num_classes=4, backbone="small_cnn_w16")
-    kwargs = {**fast_trainer_kwargs, "log_every_n_steps": 4}
-    trainer = L.Trainer(max_steps=8, **kwargs)
-    with pytest.raises(NonFiniteLossError, match=r"global step 2 \(seen at step 4"):
-        trainer.fit(model, datamodule=SyntheticDataModule(num_classes=4, num_train=256, batch_size=32))
-
-
-def test_skip_nonfinite_skips_and_counts(fast_trainer_kwargs):
-    model = NaNAtStep(num_classes=4, backbone="small_cnn_w16", skip_nonfinite=True)
-    trainer = L.Trainer(max_steps=5, **fast_trainer_kwargs)
-    trainer.fit(model, datamodule=SyntheticDataModule(num_classes=4, num_train=256, batch_size=32))
-    assert model.skipped_steps == 1
-    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -6,6 +6,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lit_effdl.callbacks import GradualUnfreeze
 from lit_effdl.data import SyntheticDataModule
 from lit_effdl.errors import UserError
 from lit_effdl.methods import Finetune, Supervised
@@ -90,7 +91,10 @@ def test_gradual_unfreezes_at_epoch_with_its_lr(fast_trainer_kwargs):
         def on_train_epoch_end(self, trainer, pl_module):
             seen[trainer.current_epoch] = (pl_module.body_frozen, max(seen[trainer.current_epoch]), _snapshot(pl_module))
 
-    _fit(model, _dm(), fast_trainer_kwargs, epochs=2, callbacks=[Watch()])
+    trainer = _fit(model, _dm(), fast_trainer_kwargs, epochs=2, callbacks=[Watch()])
+    assert any(isinstance(c, GradualUnfreeze) for c in trainer.callbacks)  # Lightning's BaseFinetuning
+    groups = {g["name"]: g for g in trainer.optimizers[0].param_groups}
+    assert groups["backbone"]["weight_decay"] > 0 and groups["backbone_no_decay"]["weight_decay"] == 0.0
     frozen0, lr0, snap0 = seen[0]
     frozen1, lr1, snap1 = seen[1]
     assert frozen0 and lr0 == 0.0 and all(torch.equal(before[k], snap0[k]) for k in before)
@@ -152,15 +156,13 @@ def test_cached_features_match_the_live_forward_and_keep_backbone_frozen(fast_tr
     assert all(torch.equal(before[k], v) for k, v in _snapshot(model).items())
 
 
-def test_augment_on_device_runs_the_labeled_pipeline_in_the_step(fast_trainer_kwargs):
-    model = Finetune(mode="full", backbone="small_cnn_w8", num_classes=4, lr=0.1, augment_on="device")
-    views = []
-    original = model.augment_batch
-    model.augment_batch = lambda images, view="labeled": views.append(view) or original(images, view)
-    dm = _dm(labeled_augment="weak")
+def test_augment_on_device_leaves_the_data_module_alone(fast_trainer_kwargs):
+    model = Finetune(mode="full", backbone="small_cnn_w8", num_classes=4, lr=0.1)
+    dm = _dm(labeled_augment="weak", augment_on="device")
+    dm.setup("fit")
+    specs = dm.train_specs()
     _fit(model, dm, fast_trainer_kwargs, epochs=1)
-    assert "labeled" in model._device_augment and dm.labeled_augment == "none"  # taken, not applied twice
-    assert views and set(views) == {"labeled"}
+    assert dm.train_specs() == specs and not hasattr(model, "augment_batch")
 
 
 def test_cache_features_refuses_a_random_pipeline(fast_trainer_kwargs):

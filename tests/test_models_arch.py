@@ -1,4 +1,6 @@
-"""Lecture-3 architectures by name on small inputs; GoogLeNet auxiliary losses; deformable swap."""
+"""Classic architectures by name on small inputs; GoogLeNet auxiliary losses and heads; deformable swap."""
+
+import inspect
 
 import pytest
 import torch
@@ -7,7 +9,8 @@ import torch.nn.functional as F
 from lit_effdl.errors import UserError
 from lit_effdl.methods import Finetune, Supervised
 from lit_effdl.models import create_backbone
-from lit_effdl.models.auxiliary import loss_with_aux, split_aux
+from lit_effdl.models.auxiliary import DEFAULT_AUX_WEIGHT, classifier_heads, loss_with_aux, split_aux
+from lit_effdl.models.loading import classifier_keys
 from lit_effdl.models.deformable import DeformableConv2d, swap_deformable
 
 
@@ -54,6 +57,22 @@ def test_googlenet_training_loss_is_main_plus_weighted_aux():
     with torch.no_grad():
         logits = model(batch["image"])
     assert type(logits) is torch.Tensor and logits.shape == (2, 4)
+
+
+def test_one_head_lookup_for_finetune_and_weight_loading():
+    net = create_backbone("googlenet", num_classes=4, in_chans=3)
+    heads = classifier_heads(net)
+    assert heads[0] is net.fc and net.aux1 in heads and net.aux2 in heads
+    assert classifier_keys(net) == {k for k, _ in net.named_parameters() if k.startswith(("fc.", "aux1.", "aux2."))}
+    assert classifier_heads(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))) == []
+
+
+def test_aux_weight_default_is_written_once():
+    from lit_effdl.methods.base import BaseMethod
+
+    default = inspect.signature(BaseMethod.__init__).parameters["aux_weight"].default
+    assert default is DEFAULT_AUX_WEIGHT  # the same object, not a second 0.3
+    assert inspect.signature(loss_with_aux).parameters["aux_weight"].default is DEFAULT_AUX_WEIGHT
 
 
 def test_googlenet_aux_weight_and_finetune_new_heads():

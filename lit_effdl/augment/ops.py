@@ -125,27 +125,28 @@ COLOR_OPS = {
 
 
 # ---------------------------------------------------------------- geometry
-def affine_matrix(h: int, w: int, degrees: Param = 0.0, shear_x: Param = 0.0, shear_y: Param = 0.0,
-                  tx: Param = 0.0, ty: Param = 0.0) -> torch.Tensor:
-    """(B, 3, 3) forward pixel matrices: the shear x' = x + shear_x * y, y' = y + shear_y * x, then a
-    rotation by ``degrees`` (counter-clockwise on screen), both about the image centre, then a shift
-    by (tx, ty) pixels. The one geometry builder: every rotate, shear, translate and crop of both
-    paths is one of these, applied by :func:`lit_effdl.augment.warp.warp_work`. Parameters are (B,)
-    tensors (batched path) or Python floats (per-image path: the same formula, no tiny tensor ops)."""
-    params = (degrees, shear_x, shear_y, tx, ty)
-    tensors = [p for p in params if isinstance(p, torch.Tensor)]
+def affine_terms(h: int, w: int, degrees: Param = 0.0, shear_x: Param = 0.0, shear_y: Param = 0.0,
+                 tx: Param = 0.0, ty: Param = 0.0) -> tuple:
+    """The forward pixel map ``[[a, b, tx'], [c, d, ty']]`` as six terms: the shear x' = x + shear_x * y,
+    y' = y + shear_y * x, then a rotation by ``degrees`` (counter-clockwise on screen), both about the
+    image centre, then a shift by (tx, ty) pixels. The one geometry formula of both paths:
+    Python floats give floats (per image), (B,) tensors give tensors (batches)."""
     a = degrees * (math.pi / 180.0)
     cos, sin = (torch.cos(a), torch.sin(a)) if isinstance(a, torch.Tensor) else (math.cos(a), math.sin(a))
     a00, a01 = cos + sin * shear_y, cos * shear_x + sin
     a10, a11 = -sin + cos * shear_y, -sin * shear_x + cos
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    rows = [a00, a01, cx - a00 * cx - a01 * cy + tx, a10, a11, cy - a10 * cx - a11 * cy + ty]
-    if not tensors:
-        return torch.tensor([rows[:3], rows[3:], [0.0, 0.0, 1.0]])[None]
-    ref = torch.broadcast_tensors(*tensors)[0].float()
+    return a00, a01, cx - a00 * cx - a01 * cy + tx, a10, a11, cy - a10 * cx - a11 * cy + ty
+
+
+def affine_matrix(h: int, w: int, **params: Param) -> torch.Tensor:
+    """(B, 3, 3) forward pixel matrices of :func:`affine_terms` (at least one (B,) tensor parameter),
+    for :func:`lit_effdl.augment.warp.warp_work`: every rotate, shear, translate and crop of a batch."""
+    ref = torch.broadcast_tensors(*[p for p in params.values() if isinstance(p, torch.Tensor)])[0].float()
+    terms = [t.float().expand_as(ref) if isinstance(t, torch.Tensor) else torch.full_like(ref, t)
+             for t in affine_terms(h, w, **params)]  # constants filled where the batch lies: no host copy
     zero = torch.zeros_like(ref)
-    rows = [torch.as_tensor(r, dtype=torch.float32, device=ref.device).expand_as(ref) for r in rows]
-    return torch.stack([*rows, zero, zero, zero + 1.0], 1).view(-1, 3, 3)
+    return torch.stack([*terms, zero, zero, zero + 1.0], 1).view(-1, 3, 3)
 
 
 def affine_from_points(src, dst) -> torch.Tensor:

@@ -24,7 +24,7 @@ import math
 import torch
 
 from lit_effdl.augment import ops
-from lit_effdl.augment.warp import warp_work
+from lit_effdl.augment.warp import compose_terms, warp_terms
 from lit_effdl.errors import UserError
 
 MAX_MAGNITUDE = 30.0
@@ -67,12 +67,22 @@ _GEOM_ARGS = {"rotate": "degrees", "shear_x": "shear_x", "shear_y": "shear_y", "
               "translate_y": "ty"}
 
 
+def _affine_args(params: dict, h: int, w: int) -> dict:
+    """RandAugment's geometric parameters ``{op name: (B,) values or a float}`` as
+    :func:`ops.affine_terms` arguments (translations from fractions of the side to pixels)."""
+    scale = {"translate_x": w, "translate_y": h}
+    return {_GEOM_ARGS[name]: value * scale.get(name, 1) for name, value in params.items()}
+
+
+def geom_terms(params: dict, h: int, w: int) -> tuple:
+    """The forward map of geometric op parameters taken together (each sample of a RandAugment slot
+    drew one op: the others are zero), as :func:`ops.affine_terms` (floats: the per-image path)."""
+    return ops.affine_terms(h, w, **_affine_args(params, h, w))
+
+
 def geom_matrix(params: dict[str, torch.Tensor], h: int, w: int) -> torch.Tensor:
-    """(B, 3, 3) forward pixel matrix of geometric op parameters ``{op name: (B,) values or a float}``
-    taken together (each sample of a RandAugment slot drew one op: the others are zero), both paths."""
-    kwargs = {_GEOM_ARGS[name]: value * (w if name == "translate_x" else h if name == "translate_y" else 1)
-              for name, value in params.items()}
-    return ops.affine_matrix(h, w, **kwargs)
+    """(B, 3, 3) matrices of :func:`geom_terms` for (B,) tensor parameters (the batched path)."""
+    return ops.affine_matrix(h, w, **_affine_args(params, h, w))
 
 
 def check_ops(names) -> tuple[str, ...]:
@@ -132,10 +142,10 @@ class RandAugment:
         composed = None  # the image's geometric ops composed into one map, as on the batched path
         for name, p in drawn:
             if OP_TABLE[name][0] == "geom":
-                m = geom_matrix({name: p}, *x.shape[-2:])
-                composed = m if composed is None else m @ composed
+                m = geom_terms({name: p}, *x.shape[-2:])
+                composed = m if composed is None else compose_terms(m, composed)
         if composed is not None:
-            x = warp_work(x, [(composed, "fill")], self.fill * peak)
+            x = warp_terms(x, composed, self.fill * peak)
         for name, p in drawn:
             if OP_TABLE[name][0] != "geom":
                 x = ops.COLOR_OPS[name](x, p, peak)

@@ -38,15 +38,26 @@ def _bounds(h: int, w: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return _BASE[key]
 
 
-def affine_inverse(m: torch.Tensor) -> torch.Tensor:
-    """Inverse of affine ``(B, 3, 3)`` matrices (last row 0, 0, 1) in closed form: a few vector ops
-    instead of a batched LAPACK call per chain step."""
-    a, b, tx, c, d, ty = m[:, :2].reshape(-1, 6).unbind(1)
+def inverse_terms(a, b, tx, c, d, ty) -> tuple:
+    """The inverse of the affine map ``[[a, b, tx], [c, d, ty]]`` as the same six terms, in closed
+    form: Python floats (per image) or (B,) tensors (batches: a few vector ops, no LAPACK call)."""
     det = a * d - b * c
     ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
-    zero = torch.zeros_like(a)
-    return torch.stack([ia, ib, -(ia * tx + ib * ty), ic, id_, -(ic * tx + id_ * ty), zero, zero, zero + 1.0],
-                       1).view(-1, 3, 3)
+    return ia, ib, -(ia * tx + ib * ty), ic, id_, -(ic * tx + id_ * ty)
+
+
+def compose_terms(outer: tuple, inner: tuple) -> tuple:
+    """The six terms of ``outer @ inner`` (first ``inner``, then ``outer``) for Python-float terms."""
+    a, b, tx, c, d, ty = outer
+    e, f, ux, g, k, uy = inner
+    return a * e + b * g, a * f + b * k, a * ux + b * uy + tx, c * e + d * g, c * f + d * k, c * ux + d * uy + ty
+
+
+def affine_inverse(m: torch.Tensor) -> torch.Tensor:
+    """Inverse of affine ``(B, 3, 3)`` matrices (last row 0, 0, 1)."""
+    inverse = inverse_terms(*m[:, :2].reshape(-1, 6).unbind(1))
+    zero = torch.zeros_like(inverse[0])
+    return torch.stack([*inverse, zero, zero, zero + 1.0], 1).view(-1, 3, 3)
 
 
 def apply_affine(m: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
@@ -95,12 +106,31 @@ def warp_work(x: torch.Tensor, steps: Steps, fill_value: float, lead_axis_aligne
         outside = now if outside is None else outside.logical_or_(now)
     if lead_inv is not None:  # axis-aligned: x' = sx * x + tx, y' = sy * y + ty, per sample
         pts = torch.addcmul(lead_inv[:, :2, 2:], lead_inv[:, [0, 1], [0, 1]][:, :, None], pts)
+    return _gather(x, pts, outside, fill_value, "reflect" in modes)
+
+
+def warp_terms(x: torch.Tensor, terms: tuple, fill_value: float) -> torch.Tensor:
+    """One ``fill`` step given as the six Python-float terms of its forward map, for every image of
+    ``x``: :func:`warp_work`'s rule and sampler, with the map's algebra on floats (the per-image path
+    warps one image at a time, where tensor ops on 3x3 matrices would cost more than the warp)."""
+    b, _, h, w = x.shape
+    ft = x.dtype if x.is_floating_point() else torch.float32
+    inverse = torch.tensor(inverse_terms(*terms), dtype=ft, device=x.device).view(1, 2, 3)
+    pts = torch.baddbmm(inverse[:, :, 2:], inverse[:, :, :2], base_points(h, w, x.device, ft)[None, :2])
+    centre, half = _bounds(h, w, x.device, ft)
+    return _gather(x, pts, (pts - centre).abs_().gt_(half).any(1), fill_value, False)
+
+
+def _gather(x: torch.Tensor, pts: torch.Tensor, outside: torch.Tensor | None, fill_value: float,
+            reflecting: bool) -> torch.Tensor:
+    """Nearest samples of ``x`` at source points ``pts`` (B or 1, 2, H*W): one ``gather``; points
+    ``outside`` take ``fill_value``, and with ``reflecting`` coordinates fold at the border."""
+    b, c, h, w = x.shape
     src = pts.round().expand(b, 2, h * w)
     px, py = src[:, 0], src[:, 1]
-    if "reflect" in modes:
+    if reflecting:
         px, py = reflect(px, w), reflect(py, h)
     index = torch.add(px, py, alpha=w)  # y * w + x, exact in float32 below 2^24
-    c = x.shape[1]
     flat = x.reshape(b, c, h * w)
     if outside is not None:  # one extra pixel holding the fill value, the source of outside points
         flat = torch.cat([flat, torch.full((b, c, 1), fill_value, dtype=x.dtype, device=x.device)], 2)

@@ -2,6 +2,8 @@
 
 from lit_effdl.callbacks.confusion import TestConfusionMatrix
 from lit_effdl.callbacks.finetuning import GradualUnfreeze
+from lit_effdl.callbacks.max_norm import MaxNormConstraint
+from lit_effdl.callbacks.max_norm import MaxNormConstraint
 from lit_effdl.callbacks.nonfinite import NonFiniteGuard
 from lit_effdl.callbacks.predictions import PredictionsCSV
 from lit_effdl.callbacks.preview import AugmentPreview
@@ -13,6 +15,8 @@ from lit_effdl.callbacks.teacher_logits import TeacherLogitCache
 __all__ = [
     "AugmentPreview",
     "GradualUnfreeze",
+    "MaxNormConstraint",
+    "MaxNormConstraint",
     "NonFiniteGuard",
     "PredictionsCSV",
     "RunMetadata",

@@ -1,6 +1,7 @@
 """Data: sources, label-budget splits, views and the data modules built from them."""
 
 from lit_effdl.data.datamodule import LabelBudgetDataModule, Sources
+from lit_effdl.data.mnist import MNISTDataModule
 from lit_effdl.data.modules import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -12,5 +13,5 @@ from lit_effdl.data.modules import (
 
 __all__ = [
     "LabelBudgetDataModule", "Sources", "DigitsDataModule", "SyntheticDataModule",
-    "CIFAR10DataModule", "CIFAR100DataModule", "STL10DataModule", "ImageFolderDataModule",
+    "CIFAR10DataModule", "CIFAR100DataModule", "STL10DataModule", "ImageFolderDataModule", "MNISTDataModule",
 ]

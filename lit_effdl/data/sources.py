@@ -57,23 +57,13 @@ class TensorImages(ImageSource):
 class FileImages(ImageSource):
     """Images read from files on demand (nothing but the path list is kept in memory)."""
 
-    def __init__(
-        self,
-        paths: Sequence[str | Path],
-        targets: Sequence[int] | None,
-        classes: list[str],
-        image_size: int | None = None,
-        channels: int = 3,
-        skip_corrupt: bool = False,
-    ):
+    def __init__(self, paths: Sequence[str | Path], targets: Sequence[int] | None, classes: list[str],
+                 image_size: int | None = None, channels: int = 3, skip_corrupt: bool = False):
         self.paths = [str(p) for p in paths]
         self.skip_corrupt = skip_corrupt
         self.skipped: set[str] = set()  # corrupted files met so far (in this process)
-        self.targets = (
-            np.full(len(self.paths), -1, dtype=np.int64)
-            if targets is None
-            else np.asarray(targets, dtype=np.int64)
-        )
+        unknown = np.full(len(self.paths), -1, dtype=np.int64)
+        self.targets = unknown if targets is None else np.asarray(targets, dtype=np.int64)
         self.classes = list(classes)
         self.image_size = image_size
         self.channels = channels
@@ -169,9 +159,7 @@ def digits_sources(channels: int = 1, image_size: int = 32) -> tuple[TensorImage
     )
 
 
-def synthetic_images(
-    num_images: int, num_classes: int, image_size: int, channels: int, seed: int
-) -> TensorImages:
+def synthetic_images(num_images: int, num_classes: int, image_size: int, channels: int, seed: int) -> TensorImages:
     """Class-conditional procedural images: each class a grating of its own orientation (within
     [0, pi/2), so a horizontal flip never turns one class into another), frequency and colour,
     randomly shifted, with noise; learnable by a small CNN in a few steps."""
@@ -196,11 +184,8 @@ def synthetic_images(
 
 
 def _missing(name: str, folder: Path, files: Sequence[str], url: str) -> UserError:
-    listing = ", ".join(files)
-    return UserError(
-        f"{name} not found in {folder}: place {listing} there (from {url}, extracted); "
-        f"nothing is downloaded at run time"
-    )
+    return UserError(f"{name} not found in {folder}: place {', '.join(files)} there (from {url}, extracted); "
+                     f"nothing is downloaded at run time")
 
 
 def _find_dir(root: str | Path, subdir: str, required: Sequence[str]) -> Path | None:
@@ -242,11 +227,8 @@ def cifar_sources(root: str | Path, num_classes: int = 10) -> tuple[TensorImages
         raise _missing(f"CIFAR-{num_classes}", Path(root) / subdir, required, url)
     classes = [n.decode() for n in _unpickle(folder / meta)[names_key]]
     batches = [_unpickle(folder / f) for f in train_files]
-    train = TensorImages(
-        torch.cat([_cifar_images(b[b"data"]) for b in batches]),
-        np.concatenate([np.asarray(b[labels_key]) for b in batches]),
-        classes,
-    )
+    train = TensorImages(torch.cat([_cifar_images(b[b"data"]) for b in batches]),
+                         np.concatenate([np.asarray(b[labels_key]) for b in batches]), classes)
     test_batch = _unpickle(folder / test_file)
     test = TensorImages(_cifar_images(test_batch[b"data"]), test_batch[labels_key], classes)
     return train, test
@@ -263,10 +245,8 @@ def stl10_sources(root: str | Path) -> tuple[TensorImages, TensorImages, TensorI
     required = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin", "class_names.txt"]
     folder = _find_dir(root, "stl10_binary", required)
     if folder is None:
-        raise _missing(
-            "STL-10", Path(root) / "stl10_binary", required,
-            "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
-        )
+        raise _missing("STL-10", Path(root) / "stl10_binary", required,
+                       "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz")
     classes = (folder / "class_names.txt").read_text().split()
 
     def labels(name: str) -> np.ndarray:
@@ -287,9 +267,8 @@ def list_images(root: str | Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
-def image_folder_source(
-    root: str | Path, image_size: int | None, channels: int = 3, skip_corrupt: bool = False
-) -> FileImages:
+def image_folder_source(root: str | Path, image_size: int | None, channels: int = 3,
+                        skip_corrupt: bool = False) -> FileImages:
     """A labeled folder: one sub-folder per class, holding that class's images."""
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -307,9 +286,8 @@ def image_folder_source(
     return FileImages(paths, targets, classes, image_size, channels, skip_corrupt)
 
 
-def loose_images_source(
-    root: str | Path, classes: list[str], image_size: int | None, channels: int = 3, skip_corrupt: bool = False
-) -> FileImages:
+def loose_images_source(root: str | Path, classes: list[str], image_size: int | None, channels: int = 3,
+                        skip_corrupt: bool = False) -> FileImages:
     """A folder of unlabeled images (any nesting); an empty folder is an error."""
     paths = list_images(root)
     if not paths:

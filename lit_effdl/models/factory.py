@@ -12,6 +12,7 @@ from torch import nn
 
 from lit_effdl.errors import UserError
 from lit_effdl.models.cifar import CifarResNet, SmallCNN, WideResNet
+from lit_effdl.models.mlp import MLP, mlp_widths
 
 # name -> constructor(num_classes, in_chans, drop_rate, drop_path_rate, **kwargs)
 LOCAL_MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -31,14 +32,15 @@ def _local_constructor(name: str) -> Callable[..., nn.Module] | None:
     match = _SMALL_CNN_WIDTH.match(name)
     if match:
         return partial(SmallCNN, width=int(match.group(1)))
-    return None
+    widths = mlp_widths(name)  # mlp_1200_1200, mlp_800_800, mlp_30...
+    return partial(MLP, widths) if widths is not None else None
 
 
 def available_backbones() -> list[str]:
     """Local names, torchvision names and every timm architecture name."""
     import timm
 
-    return sorted(LOCAL_MODELS) + ["small_cnn_w<width>"] + list(TORCHVISION_MODELS) + timm.list_models()
+    return sorted(LOCAL_MODELS) + ["small_cnn_w<width>", "mlp_<width>[_<width>...]"] + list(TORCHVISION_MODELS) + timm.list_models()
 
 
 def create_backbone(
@@ -71,9 +73,9 @@ def create_backbone(
     if local is not None:
         if pretrained:
             raise UserError(f"backbone '{name}' has no pretrained weights: pass a checkpoint_path instead")
-        if drop_path_rate and name.startswith("small_cnn"):
+        if drop_path_rate and name.startswith(("small_cnn", "mlp_")):
             raise UserError(f"backbone '{name}' has no residual branches: drop_path_rate must be 0")
-        extra = {} if name.startswith("small_cnn") else {"drop_path_rate": drop_path_rate}
+        extra = {} if name.startswith(("small_cnn", "mlp_")) else {"drop_path_rate": drop_path_rate}
         return local(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, **extra, **kwargs)
     if name in TORCHVISION_MODELS:
         return _torchvision_googlenet(num_classes, pretrained, in_chans, drop_rate, **kwargs)
@@ -100,7 +102,7 @@ def unknown_backbone_message(name: str) -> str:
     hint = f" closest valid names: {', '.join(close)};" if close else ""
     return (
         f"unknown backbone '{name}':{hint} local nets are {', '.join(sorted(LOCAL_MODELS))}, "
-        f"small_cnn_w<width>, googlenet, or any of timm.list_models()"
+        f"small_cnn_w<width>, mlp_<width>[_<width>...], googlenet, or any of timm.list_models()"
     )
 
 
