@@ -93,12 +93,15 @@ class EffdlCLI(LightningCLI):
     def checkpoint_to_test(self) -> str | None:
         """The file ``test_checkpoint`` names after a fit: the best ``val/acc`` one or ``last.ckpt``
         (``None``, the weights in memory, where that file was not written)."""
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("test_checkpoint", "last") == "last":
+        if self._of_subcommand(self.config).get("test_checkpoint", "last") == "last":
             final = self._final_checkpoint
             return (final.best_model_path if final is not None else "") or None
         checkpoint = self.trainer.checkpoint_callback
         return (checkpoint.best_model_path if checkpoint is not None else "") or None
+
+    def _of_subcommand(self, config):
+        """The subcommand's part of a parsed ``config`` (all of it with ``run=False``)."""
+        return config[self.subcommand] if self.subcommand else config
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         """Lightning reads ``ckpt_path``'s hyperparameters after parsing: a file that is not there or
@@ -121,7 +124,7 @@ class EffdlCLI(LightningCLI):
             sub["weights_only"] = True  # checkpoints are read with torch.load(weights_only=True) only
 
     def instantiate_trainer(self, **kwargs):
-        config = self._get(self.config_init, "trainer", default={})
+        config = self._of_subcommand(self.config_init).get("trainer") or {}
         callbacks = config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from lit_effdl.callbacks.run_status import write_run_status
 from lit_effdl.cli import EffdlCLI
 from lit_effdl.data.datamodule import LabelBudgetDataModule
 from lit_effdl.methods.base import BaseMethod
@@ -64,6 +65,7 @@ def run_fit(config: str, overrides: list[str], run_dir: str | Path, *, test: boo
             tested = cli.checkpoint_to_test() if test else None
             tested_out = (trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=tested, verbose=not quiet)
                           if test else None)
+            write_run_status(trainer, "completed")  # as `lit-effdl fit` does after its test
     finally:  # restored for callers that go on in this process
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)

@@ -101,6 +101,7 @@ def test_test_after_fit_tests_the_final_weights_unless_told_best(tmp_path, confi
     last = run_fit(str(config), tiny, tmp_path / "last")
     assert Path(last["tested_checkpoint"]).name == "last.ckpt" and Path(last["tested_checkpoint"]).is_file()
     assert last["test_acc"] is not None and last["global_step"] == 4
+    assert json.loads((Path(last["log_dir"]) / "run_status.json").read_text())["status"] == "completed"
     best = run_fit(str(config), [*tiny, "--test_checkpoint", "best"], tmp_path / "best")
     assert best["tested_checkpoint"] == best["best_model_path"] and Path(best["best_model_path"]).name.startswith("best-")
 

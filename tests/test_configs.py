@@ -2,7 +2,8 @@
 A rounds recipe runs every round for one step (``lit-effdl rounds``), which covers the configs it names.
 
 CIFAR-10 and STL-10 read tiny files in the real formats; their batches are shrunk to keep the WRNs
-quick on a CPU; ``distill.yaml`` gets an untrained teacher of its architecture (a plain state_dict).
+quick on a CPU; MNIST reads a tiny ``mnist.pkl.gz``; a distillation config gets an untrained teacher
+of its architecture (a plain state_dict).
 """
 
 import json
@@ -14,7 +15,7 @@ import torch
 from cli_runner import run_in_runner
 from lit_effdl.models import create_backbone
 from lit_effdl.rounds import config_files
-from tiny_data import make_tiny_cifar10, make_tiny_stl10
+from tiny_data import make_tiny_cifar10, make_tiny_mnist_pickle, make_tiny_stl10
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ONE_STEP = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
@@ -31,6 +32,9 @@ CASES = {
     "digits/finetune_lite0_probe.yaml": [],
     "digits/finetune_lite0_full.yaml": [],
     "cifar10/fixmatch_4000.yaml": ["--data.init_args.num_labels", "20", *SMALL_BATCHES],
+    "mnist/supervised.yaml": [],
+    "mnist/teacher.yaml": [],
+    "mnist/distill.yaml": ["--model.init_args.teacher_checkpoint", "../mnist_teacher.pt"],
 }
 ROUND_STEP = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
               "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
@@ -54,7 +58,10 @@ def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("configs")
     make_tiny_cifar10(root / "data")
     make_tiny_stl10(root / "data")
+    (root / "data" / "mnist").mkdir()
+    make_tiny_mnist_pickle(root / "data" / "mnist" / "mnist.pkl.gz")
     torch.save(create_backbone("small_cnn_w64", num_classes=10, in_chans=1).state_dict(), root / "teacher.pt")
+    torch.save(create_backbone("mlp_1200_1200", num_classes=10, in_chans=1).state_dict(), root / "mnist_teacher.pt")
     cases = []
     for i, (config, extra) in enumerate(CASES.items()):
         (root / str(i)).mkdir()
