@@ -122,15 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     plan, seeds, first = Plan(args), args.seeds, args.seeds[0]
     print(f"MNIST from {args.root}: {n_test} test images; seeds {seeds}; teacher {args.teacher_epochs} epochs, "
           f"students {args.student_epochs} epochs; {args.jobs} job(s)", flush=True)
-    phase1 = {f"teacher_seed{s}": plan.teacher(s) for s in seeds}
-    phase1 |= {f"alone800_seed{s}": plan.alone(800, s) for s in seeds} | {f"alone30_seed{first}": plan.alone(30, first)}
-    done = run_named(phase1, args.jobs, errors, start)
-    teachers = {s: done[f"teacher_seed{s}"]["checkpoint"] for s in seeds}
-    phase2 = {f"kd800_T{HEADLINE_T}_seed{s}": plan.kd(800, HEADLINE_T, s, teachers[s]) for s in seeds}
-    for width in WIDTHS:
-        for t in TEMPERATURES:
-            phase2.setdefault(f"kd{width}_T{tag(t)}_seed{first}", plan.kd(width, t, first, teachers[first]))
+    # Three phases keep both jobs busy: (1) every teacher but the last seed's; (2) the last teacher beside
+    # the students alone and the distillations from the teachers already trained; (3) the rest.
+    last = seeds[-1]
+    done = run_named({f"teacher_seed{s}": plan.teacher(s) for s in seeds if s != last}, args.jobs, errors, start)
+    kd_runs = [(800, HEADLINE_T, s) for s in seeds] + [(w, t, first) for w in WIDTHS for t in TEMPERATURES]
+    kd_runs = list(dict.fromkeys(kd_runs))  # the headline run of the first seed is also in the sweep
+    kd_name = lambda w, t, s: f"kd{w}_T{tag(t)}_seed{s}"
+    teachers = {s: done[f"teacher_seed{s}"]["checkpoint"] for s in seeds if s != last}
+    phase2 = {f"teacher_seed{last}": plan.teacher(last)}
+    phase2 |= {f"alone800_seed{s}": plan.alone(800, s) for s in seeds} | {f"alone30_seed{first}": plan.alone(30, first)}
+    phase2 |= {kd_name(w, t, s): plan.kd(w, t, s, teachers[s]) for w, t, s in kd_runs if s != last}
     done |= run_named(phase2, args.jobs, errors, start)
+    teachers[last] = done[f"teacher_seed{last}"]["checkpoint"]
+    done |= run_named({kd_name(w, t, s): plan.kd(w, t, s, teachers[s]) for w, t, s in kd_runs if s == last},
+                      args.jobs, errors, start)
     err = {name: errors(record["test_acc"]) for name, record in done.items()}
     rows = {"teacher": [err[f"teacher_seed{s}"] for s in seeds],
             "student_alone": [err[f"alone800_seed{s}"] for s in seeds],

@@ -289,14 +289,10 @@ def test_missing_teacher_file_is_named(tmp_path):
 def test_digits_config_builds_a_distill_model():
     from pathlib import Path
 
-    from lit_effdl.cli import EffdlCLI
-    from lit_effdl.data import LabelBudgetDataModule
-    from lit_effdl.methods import BaseMethod
+    from lit_effdl.experiment import make_cli
 
     config = Path(__file__).resolve().parents[1] / "configs" / "digits" / "distill.yaml"
-    cli = EffdlCLI(BaseMethod, LabelBudgetDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                   run=False, auto_configure_optimizers=False,
-                   args=["--config", str(config), "--trainer.logger", "false"])
+    cli = make_cli(["--config", str(config), "--trainer.logger", "false"], run=False)
     assert isinstance(cli.model, Distill)
     assert cli.model.hparams.teacher_backbone == "small_cnn_w64" and cli.model.hparams.in_chans == 1
     assert cli.model.teacher is None  # read only when fit starts

@@ -5,14 +5,8 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-from lit_effdl.data import (
-    CIFAR10DataModule,
-    CIFAR100DataModule,
-    DigitsDataModule,
-    ImageFolderDataModule,
-    STL10DataModule,
-    SyntheticDataModule,
-)
+from lit_effdl.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule  # noqa: I001
+from lit_effdl.data import ImageFolderDataModule, STL10DataModule, SyntheticDataModule
 from lit_effdl.errors import UserError
 from tiny_data import make_tiny_cifar10, make_tiny_stl10, write_pickle
 
