@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
 
+from lit_effdl.io import atomic_path
 from lit_effdl.pseudo_labels import unique_by_index
 
 
@@ -41,7 +42,7 @@ class PredictionsCSV(BasePredictionWriter):
         index, probs = unique_by_index(index, probs)
         self.path = Path(trainer.log_dir or ".") / self.filename
         write_predictions(self.path, index, probs, trainer.datamodule, self.top_k)
-        print(f"predictions written to {self.path}")
+        rank_zero_info(f"predictions written to {self.path}")
 
 
 def write_predictions(path: Path, index: torch.Tensor, probs: torch.Tensor, datamodule: Any, top_k: int) -> None:
@@ -50,13 +51,10 @@ def write_predictions(path: Path, index: torch.Tensor, probs: torch.Tensor, data
     source = getattr(datamodule, "predict_source", None)
     k = min(top_k, probs.shape[1])
     top_probs, top_labels = probs.topk(k, dim=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "confidence", f"top{top_k}"])
         for i, p_row, l_row in zip(index.tolist(), top_probs.tolist(), top_labels.tolist()):
             where = source.describe(i) if source is not None else str(i)
             top = " ".join(f"{names[l]}:{p:.4f}" for l, p in zip(l_row, p_row))
             writer.writerow([where, names[l_row[0]], f"{p_row[0]:.6f}", top])
-    os.replace(tmp, path)
