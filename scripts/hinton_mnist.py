@@ -24,7 +24,9 @@ stdout line is JSON ``{"teacher_errors", "student_alone_errors", "kd_errors", "s
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -41,21 +43,29 @@ TEMPERATURES = (1, 2.5, 4, 8, 20)
 HEADLINE_T = 20
 WIDTHS = (30, 800)
 PAPER = {"teacher": 67, "student_alone": 146, "kd": 74}
-QUICK = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
-         "--data.init_args.val_fraction", "0.2"]
+QUICK = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+         "--trainer.num_sanity_val_steps", "0", "--data.init_args.val_fraction", "0.2"]
+
+
+def settings(config: str, overrides: list[str]) -> dict:
+    """What a fit's result depends on: the config's text, the overrides, the files they name (a
+    retrained teacher is a new file)."""
+    files = {o: os.stat(o).st_mtime_ns for o in overrides if os.path.isfile(o)}
+    return {"config": config, "config_sha1": hashlib.sha1(Path(config).read_bytes()).hexdigest(),
+            "overrides": overrides, "files": files}
 
 
 def fit(config: str, overrides: list[str], run_dir: str) -> dict:
     """One ``run_fit`` (skipped when ``run_dir/result.json`` holds the same settings): test accuracy,
     the tested checkpoint and seconds."""
-    done = Path(run_dir) / "result.json"
+    done, key = Path(run_dir) / "result.json", settings(config, overrides)
     if done.is_file():
         stored = json.loads(done.read_text())
-        if stored.get("config") == config and stored.get("overrides") == overrides:
+        if stored.get("settings") == key:
             return stored
     start = time.perf_counter()
     result = run_fit(config, overrides, run_dir)
-    record = {"config": config, "overrides": overrides, "test_acc": result["test_acc"],
+    record = {"settings": key, "test_acc": result["test_acc"],
               "checkpoint": result["tested_checkpoint"], "seconds": round(time.perf_counter() - start, 1)}
     write_json_atomic(done, record)
     return record
@@ -103,8 +113,8 @@ def run_named(calls: dict[str, tuple], jobs: int, errors, start: float) -> dict[
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the three headline rows")
-    p.add_argument("--teacher-epochs", type=int, default=30)
-    p.add_argument("--student-epochs", type=int, default=20, help="every student fit (alone and distilled)")
+    p.add_argument("--teacher-epochs", type=int, default=40)
+    p.add_argument("--student-epochs", type=int, default=15, help="every student fit (alone and distilled)")
     p.add_argument("--root", default="data/mnist", help="MNIST folder (make data) or torchvision's layout")
     p.add_argument("--out", default="runs/hinton_mnist")
     p.add_argument("--jobs", type=int, default=1, help="fits at a time, one thread each (2 on 2 cores)")

@@ -106,9 +106,11 @@ def test_device_augmentation_is_the_data_modules_and_reaches_the_step(name, teac
     assert len(inputs.seen) == len(augmented) == 2
     for seen, raw, aug in zip(inputs.seen, plain, augmented):
         assert set(seen) == set(aug) == {"labeled"} | ({"weak", "strong"} if ratio else set())
+        read = set(model.augmented_views())  # the views the step reads: augmented; the others left as they came
+        assert "labeled" in read and read <= set(seen)
         for view in seen:
-            assert torch.equal(seen[view], aug[view]), view  # the step got the data module's augmentation
-            assert not torch.equal(seen[view], raw[view]), view  # ... which changed the images
+            assert torch.equal(seen[view], aug[view]), view  # the step got the data module's output
+            assert torch.equal(seen[view], raw[view]) is (view not in read), view  # augmented iff read
 
 
 def test_device_augmentation_only_while_training_and_loaders_stay_plain():

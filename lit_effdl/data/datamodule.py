@@ -64,7 +64,8 @@ class LabelBudgetDataModule(L.LightningDataModule):
         augment_on: where training views are augmented: ``loader`` (per image, in the DataLoader
             workers) or ``device`` (the loaders hand plain uint8 images; after the transfer to the
             training device, :meth:`on_after_batch_transfer` applies the batched pipelines of
-            :mod:`lit_effdl.augment.batched` to each view, whole batches at once).
+            :mod:`lit_effdl.augment.batched` to the views the method reads, whole batches at once, in
+            the order the method's ``augmented_views()`` gives: the one thing the data module asks of it).
 
     Training batches reach the model augmented either way. What methods and callbacks may read
     (the data module's public interface; nothing here is ever written to by a model):
@@ -243,17 +244,18 @@ class LabelBudgetDataModule(L.LightningDataModule):
         return self._device_pipelines
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Augment a training batch's views on its device, in the order labeled, weak, strong."""
+        """Augment a training batch's views on its device: the views the method reads
+        (``augmented_views()``, default labeled, weak, strong), in that order."""
         trainer = self.trainer
         if self.augment_on != "device" or trainer is None or not trainer.training:
             return batch
         pipelines = self.device_pipelines()
-        labeled = batch.get("labeled", batch)
-        if "labeled" in pipelines:
-            labeled["image"] = pipelines["labeled"](labeled["image"])
-        for view in ("weak", "strong"):
-            if "unlabeled" in batch and view in pipelines:
-                batch["unlabeled"][view] = pipelines[view](batch["unlabeled"][view])
+        wanted = getattr(trainer.lightning_module, "augmented_views", lambda: VIEWS)()
+        for view in wanted:
+            if view not in pipelines or (view != "labeled" and "unlabeled" not in batch):
+                continue
+            part, key = (batch.get("labeled", batch), "image") if view == "labeled" else (batch["unlabeled"], view)
+            part[key] = pipelines[view](part[key])
         return batch
 
     # ------------------------------------------------------------ loaders

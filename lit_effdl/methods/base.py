@@ -143,17 +143,13 @@ class BaseMethod(L.LightningModule):
     def build_backbone(self) -> nn.Module:
         """The trained network; methods that change the head or wrap the net override this."""
         hp = self.hparams
-        return create_backbone(
-            hp.backbone, hp.num_classes, pretrained=hp.pretrained, in_chans=hp.in_chans,
-            drop_rate=hp.drop_rate, drop_path_rate=hp.drop_path_rate, **(hp.backbone_kwargs or {}),
-        )
+        return create_backbone(hp.backbone, hp.num_classes, pretrained=hp.pretrained, in_chans=hp.in_chans,
+                               drop_rate=hp.drop_rate, drop_path_rate=hp.drop_path_rate, **(hp.backbone_kwargs or {}))
 
     def _metrics(self, stage: str) -> nn.ModuleDict:
         n = self.hparams.num_classes
-        metrics = {"acc": MulticlassAccuracy(n, average="micro")}
-        if n >= 5:
-            metrics["acc_top5"] = MulticlassAccuracy(n, top_k=5, average="micro")
-        return nn.ModuleDict(metrics)
+        top5 = {"acc_top5": MulticlassAccuracy(n, top_k=5, average="micro")} if n >= 5 else {}
+        return nn.ModuleDict({"acc": MulticlassAccuracy(n, average="micro"), **top5})
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (0..255) or float (0..1) images -> normalised float, in the configured layout."""
@@ -171,6 +167,11 @@ class BaseMethod(L.LightningModule):
 
     def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.eval_backbone(self.prepare(images))
+
+    AUGMENTED_VIEWS: tuple[str, ...] = ("labeled", "weak", "strong")  # what augmented_views() gives by default
+    def augmented_views(self) -> tuple[str, ...]:
+        """Training views the step reads, in the order ``augment_on: device`` draws their augmentation."""
+        return self.AUGMENTED_VIEWS
 
     @staticmethod
     def labeled_part(batch: dict) -> dict:

@@ -86,11 +86,12 @@ class Distill(BaseMethod):
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.teacher is None:
             self.teacher = self.new_teacher()
-        super().setup(stage)
 
     def configure_callbacks(self) -> list:
-        cache = [self.logit_cache] if self.logit_cache is not None else []
-        return [*super().configure_callbacks(), TeacherAccuracy(self.hparams.num_classes), *cache]
+        return [*super().configure_callbacks(), TeacherAccuracy(self.hparams.num_classes), *filter(None, [self.logit_cache])]
+
+    def augmented_views(self) -> tuple[str, ...]:
+        return ("labeled", self.hparams.unlabeled_view) if self.hparams.unlabeled_weight > 0 else ("labeled",)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self.compute_losses(batch)
@@ -137,8 +138,7 @@ class Distill(BaseMethod):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the teacher's weights unless ``save_teacher``: the student stands alone."""
         if not self.hparams.save_teacher:
-            state = checkpoint["state_dict"]
-            checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith(self.TEACHER_PREFIX)}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(self.TEACHER_PREFIX)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild a saved teacher (no file needed); fill a missing one from the live one (strict loading mid-fit)."""

@@ -106,14 +106,12 @@ class Finetune(BaseMethod):
     def train(self, mode: bool = True) -> "Finetune":
         """Lightning's mode switches never put a frozen backbone's BatchNorm back in training mode."""
         super().train(mode)
-        if mode and (self.body_frozen or self.hparams.freeze_bn):
-            for norm in self.body_norms():
-                norm.eval()
+        for norm in self.body_norms() if mode and (self.body_frozen or self.hparams.freeze_bn) else []:
+            norm.eval()
         return self
 
     def configure_callbacks(self) -> list[Callback]:
-        gradual = [GradualUnfreeze(self.hparams.unfreeze_epoch)] if self.hparams.mode == "gradual" else []
-        return super().configure_callbacks() + gradual
+        return super().configure_callbacks() + ([GradualUnfreeze(self.hparams.unfreeze_epoch)] if self.hparams.mode == "gradual" else [])
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -137,6 +135,8 @@ class Finetune(BaseMethod):
 
     def on_train_epoch_start(self) -> None:
         self.train()  # re-apply the BatchNorm policy whatever mode Lightning restored
+
+    AUGMENTED_VIEWS = ("labeled",)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         labeled = self.labeled_part(batch)

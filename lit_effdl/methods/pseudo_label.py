@@ -54,6 +54,8 @@ class PseudoLabel(BaseMethod):
             return self.hparams.lambda_u
         return self.hparams.lambda_u * min(1.0, self.global_step / self.rampup_steps)
 
+    AUGMENTED_VIEWS = ("weak", "labeled")
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         weak = unlabeled_part(batch, "PseudoLabel")["weak"]
         labeled = batch["labeled"]

@@ -110,6 +110,9 @@ class SelfTrainingStudent(BaseMethod):
             self.logger.log_metrics({f"pseudo_labels/{k}": v for k, v in self.pseudo_stats.items()}, step=0)
 
     # ------------------------------------------------------------------ the student learns
+    def augmented_views(self) -> tuple[str, ...]:
+        return (self.hparams.student_view, "labeled")
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         unlabeled, labeled = unlabeled_part(batch, type(self).__name__), batch["labeled"]
         images_u = unlabeled[self.hparams.student_view]

@@ -32,6 +32,8 @@ class Supervised(BaseMethod):
         super().__init__(**kwargs)
         self.mix = Mix(mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob)
 
+    AUGMENTED_VIEWS = ("labeled",)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         labeled = self.labeled_part(batch)
         images, targets = labeled["image"], labeled["target"]

@@ -40,7 +40,8 @@ def available_backbones() -> list[str]:
     """Local names, torchvision names and every timm architecture name."""
     import timm
 
-    return sorted(LOCAL_MODELS) + ["small_cnn_w<width>", "mlp_<width>[_<width>...]"] + list(TORCHVISION_MODELS) + timm.list_models()
+    local = sorted(LOCAL_MODELS) + ["small_cnn_w<width>", "mlp_<width>[_<width>...]"]
+    return local + list(TORCHVISION_MODELS) + timm.list_models()
 
 
 def create_backbone(
@@ -56,6 +57,7 @@ def create_backbone(
     """Build a classifier network by name with ``num_classes`` outputs.
 
     Local nets for 32x32 inputs (``small_cnn``, ``small_cnn_w16``, ``wrn_28_2``, ``cifar_resnet18``...),
+    MLPs (``mlp_800_800``: any widths; ``backbone_kwargs`` ``input_drop_rate``, ``max_norm``, ``image_size``),
     ``googlenet`` from torchvision, else any ``timm`` model (``resnet18``, ``densenet121``,
     ``seresnet18``, ``efficientnet_b0``...). ``drop_rate`` is dropout before the classifier,
     ``drop_path_rate`` stochastic depth where the architecture has residual branches.
