@@ -130,3 +130,26 @@ def test_device_augmentation_only_while_training_and_loaders_stay_plain():
     assert not torch.equal(item["weak"], item["strong"]) and loader.device_pipelines() == {}
     with pytest.raises(UserError, match="gpu"):
         _dm(1, "gpu")
+
+
+@pytest.mark.parametrize("make, order", [
+    (lambda: FixMatch(**NET), ["labeled", "weak", "strong"]),
+    (lambda: PseudoLabel(**NET), ["weak", "labeled"]),
+    (lambda: NoisyStudent(teacher_checkpoint="t.ckpt", **NET), ["strong", "labeled"]),
+    (lambda: Distill(teacher_backbone="small_cnn_w8", teacher_checkpoint="t.pt", unlabeled_view="strong", **NET),
+     ["labeled", "strong"]),
+    (lambda: Supervised(**NET), ["labeled"]),
+])
+def test_views_are_augmented_in_the_order_the_method_reads_them(make, order):
+    """The random draws of each view come in the method's own order (the one its step had before the
+    data module took augmentation over), and a view the step never reads costs nothing."""
+    from types import SimpleNamespace
+
+    dm, called = _dm(1), []
+    dm.device_pipelines = lambda: {v: (lambda x, v=v: called.append(v) or x + 1) for v in ("labeled", "weak", "strong")}
+    dm.trainer = SimpleNamespace(training=True, lightning_module=make())
+    batch = {"labeled": {"image": torch.zeros(2, 3, 4, 4)},
+             "unlabeled": {"weak": torch.zeros(2, 3, 4, 4), "strong": torch.zeros(2, 3, 4, 4)}}
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert called == order
+    assert {v for v, x in _images(out).items() if x.sum() > 0} == set(order)
