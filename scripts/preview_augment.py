@@ -20,7 +20,7 @@ from torchvision.io import write_png
 
 from lit_effdl.augment.batched import build_batched
 from lit_effdl.augment.preview import preview_grid, preview_images, view_pipelines
-from lit_effdl.errors import UserError
+from lit_effdl.errors import UserError, exit_code_of
 
 
 def load_datamodule(config: str):
@@ -43,23 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=3)
     p.add_argument("--batched", action="store_true", help="the batched on-device path")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    try:
-        torch.manual_seed(args.seed)
-        dm = load_datamodule(args.config)
-        images = preview_images(dm, args.num_images)
-        blocks = []
-        for view, (pipeline, _batched, spec) in view_pipelines(dm, spec=args.spec).items():
-            if args.batched:
-                pipeline = build_batched(spec)
-            blocks.append(preview_grid(images, pipeline, args.rows, batched=args.batched))
-            print(f"{view}: {spec}")
-        width = max(b.shape[-1] for b in blocks)
-        grid = torch.cat([torch.nn.functional.pad(b, (0, width - b.shape[-1]), value=255) for b in blocks], 1)
-        write_png(grid, args.out)
-    except UserError as err:
-        print(f"preview_augment: error: {err}", file=sys.stderr)
-        return 2
+    return exit_code_of("preview_augment", lambda: write_preview(p.parse_args(argv)))
+
+
+def write_preview(args: argparse.Namespace) -> int:
+    """One block of ``rows`` augmented copies per training view, stacked into one PNG."""
+    torch.manual_seed(args.seed)
+    dm = load_datamodule(args.config)
+    images = preview_images(dm, args.num_images)
+    blocks = []
+    for view, (pipeline, _batched, spec) in view_pipelines(dm, spec=args.spec).items():
+        if args.batched:
+            pipeline = build_batched(spec)
+        blocks.append(preview_grid(images, pipeline, args.rows, batched=args.batched))
+        print(f"{view}: {spec}")
+    width = max(b.shape[-1] for b in blocks)
+    grid = torch.cat([torch.nn.functional.pad(b, (0, width - b.shape[-1]), value=255) for b in blocks], 1)
+    write_png(grid, args.out)
     print(f"wrote {args.out} ({grid.shape[-1]}x{grid.shape[-2]})")
     return 0
 
