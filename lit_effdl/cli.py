@@ -87,7 +87,7 @@ class EffdlCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=self.checkpoint_to_test())
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=self.checkpoint_to_test(), weights_only=True)
         write_run_status(self.trainer, "completed")
 
     def checkpoint_to_test(self) -> str | None:

@@ -61,10 +61,10 @@ def run_fit(config: str, overrides: list[str], run_dir: str | Path, *, test: boo
             warnings.filterwarnings("ignore", message=ADVICE_WARNINGS)
             cli = make_cli(args, run=False, quiet=quiet, resume_ckpt_path=ckpt_path)
             trainer = cli.trainer
-            trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+            trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
             tested = cli.checkpoint_to_test() if test else None
-            tested_out = (trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=tested, verbose=not quiet)
-                          if test else None)
+            tested_out = (trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=tested, verbose=not quiet,
+                                       weights_only=True) if test else None)
             write_run_status(trainer, "completed")  # as `lit-effdl fit` does after its test
     finally:  # restored for callers that go on in this process
         for name, level in levels.items():
