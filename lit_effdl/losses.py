@@ -15,20 +15,55 @@ def classification_loss(
     return F.cross_entropy(logits.float(), targets.float() if soft else targets, label_smoothing=label_smoothing)
 
 
+def hard_pseudo_labels(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(confidence, label)``: the softmax maximum and argmax of ``logits``, with no gradient."""
+    return logits.detach().float().softmax(dim=-1).max(dim=-1)
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``logits`` against hard ``targets`` averaged over **all** rows, rows with
+    ``mask`` 0 counting as zero (FixMatch's normalisation)."""
+    return (F.cross_entropy(logits.float(), targets, reduction="none") * mask).mean()
+
+
 def confidence_masked_cross_entropy(
     logits_target: torch.Tensor, logits: torch.Tensor, threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FixMatch's unlabeled loss: hard pseudo-labels from ``logits_target`` (no gradient) kept where
-    their softmax confidence is >= ``threshold``; cross-entropy of ``logits`` against them, averaged
-    over **all** rows (unconfident rows count as zero, the paper's normalisation).
+    their softmax confidence is >= ``threshold``; ``masked_cross_entropy`` of ``logits`` against them.
 
     Returns ``(loss, mask, pseudo_labels)``; ``mask`` is float 0/1 per row.
     """
-    probs = logits_target.detach().float().softmax(dim=-1)
-    confidence, pseudo = probs.max(dim=-1)
+    confidence, pseudo = hard_pseudo_labels(logits_target)
     mask = (confidence >= threshold).float()
-    per_row = F.cross_entropy(logits.float(), pseudo, reduction="none")
-    return (per_row * mask).mean(), mask, pseudo
+    return masked_cross_entropy(logits, pseudo, mask), mask, pseudo
+
+
+def fairness_loss(logits: torch.Tensor, mask: torch.Tensor, class_probs: torch.Tensor,
+                  label_hist: torch.Tensor) -> torch.Tensor:
+    """FreeMatch's self-adaptive fairness term ``-H(SumNorm(p_t / h_t), SumNorm(p_bar / h_bar))`` =
+    ``sum_c target_c * log(pred_c)``, to be minimised.
+
+    ``p_bar`` / ``h_bar``: the mean probability and the argmax histogram of the kept rows
+    (``mask``) of ``logits`` (the strong view); ``p_t`` / ``h_t``: the EMA state (no gradient).
+    A zero histogram entry gives a zero scale (as USB). 0 when no row is kept, without a host sync.
+    """
+    probs = logits.float().softmax(dim=-1)
+    kept = mask.float().unsqueeze(1)
+    count = kept.sum()
+    mean_probs = (probs * kept).sum(0) / count.clamp(min=1.0)
+    hist = (F.one_hot(probs.argmax(-1), probs.shape[1]).float() * kept).sum(0) / count.clamp(min=1.0)
+    target = _sum_norm(class_probs.detach().float() * _inverse_or_zero(label_hist.detach().float()))
+    pred = _sum_norm(mean_probs * _inverse_or_zero(hist))
+    return (count > 0).float() * (target * torch.log(pred + 1e-12)).sum()
+
+
+def _inverse_or_zero(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > 0, 1.0 / x.clamp(min=1e-30), torch.zeros_like(x))
+
+
+def _sum_norm(x: torch.Tensor) -> torch.Tensor:
+    return x / x.sum().clamp(min=1e-30)
 
 
 def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,

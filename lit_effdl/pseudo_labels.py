@@ -194,6 +194,15 @@ def make_pseudo_labels(
     return PseudoLabelSet(index[kept], targets, confidence[kept], teacher_fingerprint, len(index))
 
 
+def hidden_label_hits(labels: torch.Tensor, hidden: torch.Tensor,
+                      keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(correct, measured)`` counts of pseudo-``labels`` against the images' hidden true labels,
+    over the kept rows (``keep`` > 0; all without it) whose hidden label is known (``hidden`` >= 0,
+    -1 for loose files): diagnostics only. ``measured`` 0 means nothing to measure. No host sync."""
+    measured = hidden >= 0 if keep is None else (keep > 0) & (hidden >= 0)
+    return (measured & (labels == hidden)).sum(), measured.sum()
+
+
 # ---------------------------------------------------------------------------- files
 
 

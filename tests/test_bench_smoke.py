@@ -30,3 +30,28 @@ def test_growth_slope_reads_linear_and_quadratic():
     sizes = [1.0, 2.0, 4.0]
     assert slope(sizes, [3.0 * s for s in sizes]) == pytest.approx(1.0)
     assert slope(sizes, [s * s for s in sizes]) == pytest.approx(2.0)
+
+
+def test_imagefolder_bench_writes_the_users_layout_with_the_same_pixels(tmp_path):
+    """The ``imagefolder`` suite's folder: class folders of the labeled images, the rest loose (no
+    hidden label), a test folder; each PNG holds exactly the in-memory image it was written from."""
+    import torch
+
+    from bench import suites
+    from benchmarks.imagefolder import write_image_folder
+    from lit_effdl.data import ImageFolderDataModule
+    from lit_effdl.data.sources import synthetic_images
+
+    assert "imagefolder" in suites()
+    train, test = synthetic_images(30, 3, 16, 1, seed=0), synthetic_images(6, 3, 16, 1, seed=1)
+    root = write_image_folder(train, test, tmp_path, labels_per_class=2)
+    dm = ImageFolderDataModule(root=str(root / "labeled"), test_root=str(root / "test"),
+                               unlabeled_root=str(root / "unlabeled"), image_size=16, channels=1,
+                               num_labels_per_class=2, val_fraction=0.0)
+    dm.setup("fit")
+    assert len(dm.labeled_source) == 6 and len(dm.sources.test) == 6 and len(dm.unlabeled_source) == 24
+    assert (dm.unlabeled_source.targets == -1).all()
+    for files in (dm.sources.train, dm.sources.extra_unlabeled):
+        for k, path in enumerate(files.paths):
+            assert torch.equal(files.load(k), train.load(int(Path(path).stem)))
+            assert files.targets[k] in (-1, train.targets[int(Path(path).stem)])

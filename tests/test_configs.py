@@ -21,11 +21,14 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ONE_STEP = ["--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
             "--trainer.precision", "32-true"]
 SMALL_BATCHES = ["--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "8"]
+MNIST_FEW_LABELS = ["--data.init_args.num_labels_per_class", "2"]  # the tiny pickle: 6 images per class
 CASES = {
     "digits/supervised.yaml": [],
     "digits/supervised_16px.yaml": [],
     "digits/supervised_strong.yaml": [],
     "digits/fixmatch.yaml": [],
+    "digits/flexmatch.yaml": [],
+    "digits/freematch.yaml": [],
     "digits/pseudo_label_online.yaml": [],
     "digits/distill.yaml": ["--model.init_args.teacher_checkpoint", "../teacher.pt"],
     "digits/finetune_probe.yaml": [],
@@ -34,6 +37,9 @@ CASES = {
     "cifar10/fixmatch_4000.yaml": ["--data.init_args.num_labels", "20", *SMALL_BATCHES],
     "mnist/supervised.yaml": [],
     "mnist/teacher.yaml": [],
+    "mnist/fixmatch.yaml": MNIST_FEW_LABELS,
+    "mnist/flexmatch.yaml": MNIST_FEW_LABELS,
+    "mnist/freematch.yaml": MNIST_FEW_LABELS,
     "mnist/distill.yaml": ["--model.init_args.teacher_checkpoint", "../mnist_teacher.pt"],
 }
 ROUND_STEP = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",

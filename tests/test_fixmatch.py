@@ -129,3 +129,32 @@ def test_fully_labeled_split_is_refused():
     dm.setup("fit")
     with pytest.raises(UserError, match="unlabeled split is empty"):
         dm.train_dataloader()
+
+
+@pytest.mark.parametrize("labels_per_class, measured", [(6, False), (3, True)])
+def test_pseudo_acc_logged_only_when_unlabeled_images_have_hidden_labels(tmp_path, fast_trainer_kwargs,
+                                                                          labels_per_class, measured):
+    """Loose unlabeled files have no hidden label (-1): no ``train/pseudo_acc`` (it was NaN). With
+    every class-folder image labeled, the unlabeled set is the loose files alone; with 3 of 6, the
+    other 3 keep their hidden labels and the accuracy is logged."""
+    from torchvision.io import write_png
+
+    from lit_effdl.data import ImageFolderDataModule
+
+    images = SyntheticDataModule(num_classes=2, image_size=16, num_train=20).sources.train
+    for i in range(20):  # 6 images of each class in its folder, the other 8 loose
+        labeled = (images.targets[:i] == images.targets[i]).sum() < 6
+        folder = tmp_path / (f"train/{images.targets[i]}" if labeled else "loose")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_png(images.images[i], str(folder / f"{i}.png"))
+    dm = ImageFolderDataModule(root=str(tmp_path / "train"), test_root=str(tmp_path / "train"),
+                               unlabeled_root=str(tmp_path / "loose"), image_size=16,
+                               num_labels_per_class=labels_per_class, val_fraction=0.0, batch_size=4,
+                               unlabeled_ratio=2, labeled_samples_per_epoch=12)
+    model = FixMatch(num_classes=2, in_chans=3, threshold=0.5)  # two classes: every pseudo-label is kept
+    trainer = L.Trainer(max_epochs=2, limit_val_batches=0, **fast_trainer_kwargs)
+    trainer.fit(model, datamodule=dm)
+    assert "train/mask_rate_epoch" in trainer.callback_metrics
+    assert ("train/pseudo_acc" in trainer.callback_metrics) == measured
+    if measured:
+        assert 0.0 <= float(trainer.callback_metrics["train/pseudo_acc"]) <= 1.0

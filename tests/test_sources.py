@@ -109,3 +109,51 @@ def test_skip_corrupt_skips_and_counts(tmp_path):
         image = dm.sources.train.load(0)
     assert image.shape == (3, 64, 64)
     assert dm.sources.train.skipped == {str(tmp_path / "train" / "cat" / "0.png")}
+
+
+def _write_random_folder(root, size, classes=("cat", "dog"), per_class=5, loose=3):
+    """Class folders and a folder of loose images of random pixels (so a resize changes them)."""
+    gen = torch.Generator().manual_seed(0)
+    for name in classes:
+        (root / "train" / name).mkdir(parents=True)
+        for i in range(per_class):
+            write_png(torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen),
+                      str(root / "train" / name / f"{i}.png"))
+    (root / "loose").mkdir()
+    for i in range(loose):
+        write_png(torch.randint(0, 256, (3, size + 7, size), dtype=torch.uint8, generator=gen), str(root / "loose" / f"{i}.png"))
+
+
+def _folder_module(root, **kwargs):
+    return ImageFolderDataModule(root=str(root / "train"), unlabeled_root=str(root / "loose"), image_size=16,
+                                 num_labels_per_class=2, val_fraction=0.2, **kwargs)
+
+
+def test_cached_images_are_pixel_equal_to_decoded_ones_and_read_no_file(tmp_path, caplog):
+    _write_random_folder(tmp_path, size=20)
+    cached, decoding = _folder_module(tmp_path), _folder_module(tmp_path, cache_decoded_mb=0)
+    with caplog.at_level("INFO"):
+        cached.setup("fit")
+    decoding.setup("fit")
+    assert "13 images decoded once and cached in memory" in caplog.text
+    parts = {"labeled": "labeled_source", "unlabeled": "unlabeled_source", "val": "val_source"}
+    sources = {name: (getattr(cached, attr), getattr(decoding, attr)) for name, attr in parts.items()}
+    sources["test"] = (cached.sources.test, decoding.sources.test)  # carved from the cached folder
+    expected = {name: [b.load(i) for i in range(len(b))] for name, (_, b) in sources.items()}
+    for path in tmp_path.rglob("*.png"):
+        path.unlink()  # from here on only the cache can give images
+    for name, (a, _) in sources.items():
+        assert len(a) == len(expected[name]) > 0
+        assert all(torch.equal(a.load(i), image) for i, image in enumerate(expected[name])), name
+    assert expected["unlabeled"][-1].shape == (3, 16, 16)  # resized (the loose files are 20 x 27)
+    with pytest.raises(UserError, match="cannot decode"):
+        decoding.unlabeled_source.load(0)
+
+
+def test_cache_over_its_limit_falls_back_to_decoding_with_a_message(tmp_path):
+    _write_random_folder(tmp_path, size=20)  # 13 images x 3 x 16 x 16 = 0.0095 MB decoded
+    dm = _folder_module(tmp_path, cache_decoded_mb=0.005)
+    with pytest.warns(UserWarning, match=r"13 images not cached in memory: .* over data\.cache_decoded_mb=0\.005"):
+        dm.setup("fit")
+    assert dm.sources.extra_unlabeled.decoded is None and dm.sources.train.source.decoded is None
+    assert dm.unlabeled_source.load(0).shape == (3, 16, 16)  # read from its file

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
 from lit_effdl.data.datamodule import LabelBudgetDataModule, Sources
 from lit_effdl.data.sources import (
+    SubsetSource,
     cifar_sources,
     digits_sources,
     image_folder_source,
@@ -11,6 +14,7 @@ from lit_effdl.data.sources import (
     stl10_sources,
     synthetic_images,
 )
+from lit_effdl.errors import UserError
 
 
 class DigitsDataModule(LabelBudgetDataModule):
@@ -121,6 +125,9 @@ class ImageFolderDataModule(LabelBudgetDataModule):
         channels: 3 (RGB) or 1 (grey).
         skip_corrupt: skip undecodable image files (a warning names each; the next image stands in)
             instead of stopping with a message naming the file.
+        cache_decoded_mb: at fit, decode the train and unlabeled images once (after the resize) and
+            keep them in memory as uint8 when they take at most this many MB, so that no step decodes
+            an image file (the log says how many MB, or why not); 0 turns it off.
     """
 
     def __init__(
@@ -131,15 +138,18 @@ class ImageFolderDataModule(LabelBudgetDataModule):
         image_size: int = 64,
         channels: int = 3,
         skip_corrupt: bool = False,
+        cache_decoded_mb: float = 2048,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if cache_decoded_mb < 0:
+            raise UserError(f"cache_decoded_mb={cache_decoded_mb} is not valid: use 0 (off) or a size in MB")
         self.root, self.test_root, self.unlabeled_root = root, test_root, unlabeled_root
         self.skip_corrupt = skip_corrupt
+        self.cache_decoded_mb = cache_decoded_mb
         self.size, self.channels = image_size, channels
 
     def load_sources(self) -> Sources:
-        from lit_effdl.data.sources import SubsetSource
         from lit_effdl.data.splits import stratified_take
 
         train = image_folder_source(self.root, self.size, self.channels, self.skip_corrupt)
@@ -158,3 +168,28 @@ class ImageFolderDataModule(LabelBudgetDataModule):
     @property
     def image_size(self) -> int:
         return self.size
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None):  # the images every epoch reads again
+            self.cache_decoded()
+        super().setup(stage)
+
+    def cache_decoded(self) -> None:
+        """Decode the train folder and the unlabeled folder once into memory, if they fit under
+        ``cache_decoded_mb`` (a ``test_root``, read once per test, stays read on demand)."""
+        files = [f for f in (self.sources.train, self.sources.extra_unlabeled) if f is not None]
+        files = [f.source if isinstance(f, SubsetSource) else f for f in files]  # a carved split: its folder
+        if all(f.decoded is not None for f in files):
+            return
+        size_mb = sum(f.decoded_bytes() for f in files) / 2**20
+        count = sum(len(f) for f in files)
+        if not self.cache_decoded_mb:
+            rank_zero_info(f"{count} images not cached in memory (cache_decoded_mb=0): each step decodes its files")
+        elif size_mb > self.cache_decoded_mb:
+            rank_zero_warn(f"{count} images not cached in memory: decoded they take {size_mb:.4g} MB, over "
+                           f"data.cache_decoded_mb={self.cache_decoded_mb:g}; each step decodes its files "
+                           "(raise cache_decoded_mb, or set data.num_workers to decode in parallel)")
+        else:
+            for f in files:
+                f.decode_all()
+            rank_zero_info(f"{count} images decoded once and cached in memory: {size_mb:.4g} MB")

@@ -55,7 +55,8 @@ class TensorImages(ImageSource):
 
 
 class FileImages(ImageSource):
-    """Images read from files on demand (nothing but the path list is kept in memory)."""
+    """Images read from files on demand (nothing but the path list is kept in memory), or, after
+    :meth:`decode_all`, served from one in-memory :class:`TensorImages` of the decoded images."""
 
     def __init__(self, paths: Sequence[str | Path], targets: Sequence[int] | None, classes: list[str],
                  image_size: int | None = None, channels: int = 3, skip_corrupt: bool = False):
@@ -67,11 +68,28 @@ class FileImages(ImageSource):
         self.classes = list(classes)
         self.image_size = image_size
         self.channels = channels
+        self.decoded: TensorImages | None = None  # set by decode_all()
 
     def describe(self, i: int) -> str:
         return self.paths[i]
 
+    def decoded_bytes(self) -> int:
+        """Memory the images take decoded and resized to ``image_size`` (uint8)."""
+        return len(self) * self.channels * (self.image_size or 0) ** 2
+
+    def decode_all(self) -> None:
+        """Decode (and resize) every image once; later loads read the in-memory array."""
+        if self.decoded is None:
+            if self.image_size is None:
+                raise ValueError("images of their own sizes cannot be held as one array: give image_size")
+            images = torch.empty((len(self), self.channels, self.image_size, self.image_size), dtype=torch.uint8)
+            for i in range(len(self)):
+                images[i] = self.load(i)
+            self.decoded = TensorImages(images, self.targets, self.classes)
+
     def load(self, i: int) -> torch.Tensor:
+        if self.decoded is not None:
+            return self.decoded.load(i)
         from torchvision.io import ImageReadMode, decode_image, read_file
 
         mode = ImageReadMode.RGB if self.channels == 3 else ImageReadMode.GRAY

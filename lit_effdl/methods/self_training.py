@@ -18,6 +18,7 @@ from lit_effdl.methods.base import BaseMethod
 from lit_effdl.models.teacher import load_evaluated_network
 from lit_effdl.pseudo_labels import (
     PseudoLabelSet,
+    hidden_label_hits,
     load_pseudo_labels,
     model_fingerprint,
     predict_probs,
@@ -96,15 +97,13 @@ class SelfTrainingStudent(BaseMethod):
         self.report_pseudo_labels(datamodule.unlabeled_hidden_targets())
 
     def report_pseudo_labels(self, hidden: torch.Tensor) -> None:
-        """Kept share, count and (diagnostics only, never a loss) accuracy against the hidden labels."""
+        """Kept share, count and (diagnostics only, never a loss) accuracy against the hidden labels,
+        where some selected image has one."""
         index = self.pseudo.index
-        known = hidden[index] >= 0
-        correct = self.pseudo.hard_labels[known] == hidden[index][known]
-        self.pseudo_stats = {
-            "kept_share": float((self.pl_weights > 0).float().mean()),
-            "selected": int(len(index)),
-            "hidden_acc": float(correct.float().mean()) if known.any() else -1.0,
-        }
+        correct, measured = hidden_label_hits(self.pseudo.hard_labels, hidden[index])
+        self.pseudo_stats = {"kept_share": float((self.pl_weights > 0).float().mean()), "selected": int(len(index))}
+        if measured > 0:
+            self.pseudo_stats["hidden_acc"] = float(correct / measured)
         rank_zero_info(f"{type(self).__name__}: pseudo-labels {self.pseudo_stats}")
         if self.logger is not None:
             self.logger.log_metrics({f"pseudo_labels/{k}": v for k, v in self.pseudo_stats.items()}, step=0)
