@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
@@ -37,6 +38,9 @@ from lit_effdl.runtime import tune_allocator
 
 LAST_CHECKPOINT_WARNINGS = (r"`\.fit\(ckpt_path=None\)` was called without a model",
                             r'\.fit\(ckpt_path="last"\) is set, but there is no last checkpoint')
+# validate / test / predict from a fit's checkpoint: its checkpoint callbacks' state means nothing there
+EVALUATION_CHECKPOINT_WARNINGS = (r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
+                                  r"The dirpath has changed from .* won't be reloaded")
 
 CLI_DESCRIPTION = ("lit-effdl fit|validate|test|predict: Lightning's CLI. Also lit-effdl rounds --config C --out DIR "
                    "[overrides]: a rounds recipe (Noisy Student, offline pseudo-labels); see lit-effdl rounds --help.")
@@ -136,7 +140,9 @@ class EffdlCLI(LightningCLI):
         kwargs["callbacks"] = callbacks
         check_devices(config.get("accelerator"), config.get("devices"))
         if config.get("logger") in (None, True):
-            kwargs["logger"] = self._default_logger(config.get("default_root_dir") or ".")
+            logger = kwargs["logger"] = self._default_logger(config.get("default_root_dir") or ".")
+            if self.subcommand in ("fit", None) and slurm_job_id() is not None:  # Lightning saves and looks for
+                kwargs["default_root_dir"] = logger.log_dir  # hpc_ckpt_N.ckpt there: this job's own run folder
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(RunStatus())
         if self.subcommand in ("fit", None):  # None: run=False, the caller fits (lit_effdl.experiment.run_fit)
@@ -150,12 +156,25 @@ class EffdlCLI(LightningCLI):
             if not resume:  # with an exception checkpoint Lightning reads "no ckpt_path" as "last" and warns
                 for message in LAST_CHECKPOINT_WARNINGS:  # twice; a new run folder has nothing to resume
                     warnings.filterwarnings("ignore", message=message)
+        else:  # validate, test, predict
+            for message in EVALUATION_CHECKPOINT_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
         return trainer
 
     def _default_logger(self, root: str) -> TensorBoardLogger:
-        """TensorBoard under ``lightning_logs/``; resuming a fit reuses the run folder it resumes."""
+        """TensorBoard under ``lightning_logs/`` (no placeholder ``hp_metric``); resuming a fit reuses the run
+        folder it resumes; a fit under SLURM logs into ``version_<SLURM_JOB_ID>``, which its requeued job reuses."""
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else self._resume_ckpt_path
-        return TensorBoardLogger(save_dir=root, name="lightning_logs", version=resumed_version(root, ckpt_path))
+        version = resumed_version(root, ckpt_path)
+        if version is None and self.subcommand in ("fit", None):
+            version = slurm_job_id()
+        return TensorBoardLogger(save_dir=root, name="lightning_logs", version=version, default_hp_metric=False)
+
+
+def slurm_job_id() -> int | None:
+    """The SLURM job id where Lightning runs under SLURM (``SLURMEnvironment``), else None: a requeued
+    job keeps its id, so its run folder can be found again."""
+    return SLURMEnvironment.job_id() if SLURMEnvironment.detect() else None
 
 
 def check_devices(accelerator: object, devices: object) -> None:

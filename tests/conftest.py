@@ -6,6 +6,8 @@ import warnings
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+for _name in [name for name in os.environ if name.startswith("SLURM_")]:  # a suite run inside a SLURM job:
+    del os.environ[_name]  # fits would log into version_<job id> (tests/test_slurm_requeue.py sets its own)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 

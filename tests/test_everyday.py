@@ -45,3 +45,21 @@ def test_predict_writes_one_csv_row_per_image(tmp_path, monkeypatch):
         top = row["top5"].split()
         assert len(top) == 4 and top[0].startswith(row["label"] + ":")
 
+
+
+def test_predict_from_a_fit_checkpoint_hides_only_the_checkpoint_callback_warnings(tmp_path, monkeypatch, recwarn):
+    """The fit's checkpoint callbacks (their state, their old folder) mean nothing to predict; a real
+    problem (here: fp16 AMP asked for on a CPU, which Lightning replaces by bf16) still warns."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(CONFIG.replace("max_epochs: 2", "max_epochs: 1"))
+    main(["fit", "--config", "c.yaml"])
+    run = tmp_path / "lightning_logs" / "version_0"
+    (tmp_path / "unlabeled").mkdir()
+    write_png(synthetic_images(1, 4, 16, 3, seed=5).images[0], str(tmp_path / "unlabeled" / "img.png"))
+    recwarn.clear()
+    main(["predict", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+          "--data.init_args.predict_root", "unlabeled", "--trainer.precision", "16-mixed"])
+    messages = [str(w.message) for w in recwarn]
+    assert (tmp_path / "lightning_logs" / "version_1" / "predictions.csv").is_file()
+    assert not [m for m in messages if "callbacks used to create the checkpoint" in m or "dirpath has changed" in m]
+    assert [m for m in messages if "AMP with fp16 is not supported on CPU" in m]

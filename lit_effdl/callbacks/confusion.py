@@ -1,8 +1,8 @@
-"""`TestConfusionMatrix`: at test time, a confusion-matrix image and per-class accuracy to TensorBoard."""
+"""`TestConfusionMatrix`: at test time, a confusion-matrix figure and per-class accuracy to TensorBoard."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -10,22 +10,44 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def confusion_image(matrix: torch.Tensor, cell: int = 16) -> torch.Tensor:
-    """Row-normalised confusion matrix as a (3, H, W) image: white = 0, dark blue = 1.
+MAX_CLASSES_WITH_COUNTS = 30  # beyond this the cells are too small to hold a number
 
-    Drawn with tensors so the runtime needs no plotting library."""
-    rows = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)
-    big = rows.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-    low, high = torch.tensor([1.0, 1.0, 1.0]), torch.tensor([0.03, 0.19, 0.42])
-    image = low[:, None, None] + (high - low)[:, None, None] * big[None]
-    image[:, ::cell, :] = 0.8  # grid lines
-    image[:, :, ::cell] = 0.8
-    return image.clamp(0, 1)
+
+def confusion_figure(matrix: torch.Tensor, names: list[str]) -> Figure:
+    """The confusion matrix as a matplotlib ``Figure``: true classes down, predicted across, both named;
+    each cell coloured by its row share (the part of that true class predicted so) and, up to
+    ``MAX_CLASSES_WITH_COUNTS`` classes, labelled with its count. Drawn by torchmetrics'
+    ``plot_confusion_matrix``, which colours and writes one matrix: the counts are written here."""
+    from matplotlib.figure import Figure  # not pyplot: no backend or global figure state
+    from torchmetrics.utilities.plot import plot_confusion_matrix
+
+    counts = matrix.long().cpu()
+    shares = counts.float() / counts.sum(dim=1, keepdim=True).clamp(min=1)
+    n = counts.shape[0]
+    side = min(20.0, 3.0 + 0.6 * n)
+    figure = Figure(figsize=(side + 1.0, side), dpi=100, layout="constrained")
+    ax = figure.subplots()
+    plot_confusion_matrix(shares, ax=ax, add_text=False, labels=list(names), cmap="Blues")
+    image = ax.images[0]
+    image.set_clim(0.0, 1.0)
+    figure.colorbar(image, ax=ax, label="share of the true class")
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title(f"test confusion matrix ({int(counts.sum())} images)")
+    if n <= MAX_CLASSES_WITH_COUNTS:
+        for row in range(n):
+            for col in range(n):
+                ax.text(col, row, str(int(counts[row, col])), ha="center", va="center", fontsize=10 if n <= 12 else 7,
+                        color="white" if shares[row, col] > 0.5 else "black")
+    return figure
 
 
 class TestConfusionMatrix(Callback):
-    """Collect test predictions; log the matrix image and ``test/acc_class/<name>`` scalars."""
+    """Collect test predictions; log the matrix figure (``test/confusion_matrix``) and
+    ``test/acc_class/<name>`` scalars."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "test":
@@ -46,4 +68,5 @@ class TestConfusionMatrix(Callback):
             pl_module.log(f"test/acc_class/{name}", acc, sync_dist=False)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
-                logger.experiment.add_image("test/confusion_matrix", confusion_image(matrix), trainer.global_step)
+                figure = confusion_figure(matrix, names)
+                logger.experiment.add_figure("test/confusion_matrix", figure, trainer.global_step)
