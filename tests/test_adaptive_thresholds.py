@@ -2,8 +2,6 @@
 processes hold the state of 1; bad input."""
 
 import math
-import subprocess
-import sys
 import textwrap
 
 import lightning as L
@@ -15,6 +13,8 @@ from lit_effdl.data import SyntheticDataModule
 from lit_effdl.errors import UserError
 from lit_effdl.losses import fairness_loss
 from lit_effdl.methods import FlexMatch, FreeMatch
+
+from ddp_script import single_and_ranks
 
 # four weak-view predictions over C = 3 classes, given as probabilities (logits = their logs)
 WEAK = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
@@ -197,15 +197,9 @@ DDP_SCRIPT = textwrap.dedent("""
 
 
 def test_two_ddp_processes_hold_the_state_of_one(tmp_path):
-    script = tmp_path / "ddp_thresholds.py"
-    script.write_text(DDP_SCRIPT)
-    out = tmp_path / "state"
-    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    single = torch.load(f"{out}.single", weights_only=True)
+    single, ranks = single_and_ranks(tmp_path, DDP_SCRIPT)
     assert (single["selected_label"] >= 0).sum() > 0 and single["tau"].item() != 1 / 3  # the state moved
-    for rank in (0, 1):  # every rank holds the state one process has after the same global batches
-        ddp = torch.load(f"{out}.rank{rank}", weights_only=True)
+    for rank, ddp in enumerate(ranks):  # every rank holds the state one process has after the same global batches
         for name, value in single.items():
             assert torch.allclose(ddp[name], value, rtol=1e-6, atol=1e-7), (rank, name)
 

@@ -4,11 +4,11 @@ The 2 processes run in a subprocess (``torch.multiprocessing.spawn``), never in 
 37 images over 2 ranks: the DistributedSampler pads one duplicate, which must be dropped.
 """
 
-import subprocess
-import sys
 import textwrap
 
 import torch
+
+from ddp_script import single_and_ranks
 
 SCRIPT = textwrap.dedent("""
     import os, socket, sys
@@ -61,14 +61,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_two_process_pseudo_labels_equal_one_process(tmp_path):
-    script = tmp_path / "ddp_labels.py"
-    script.write_text(SCRIPT)
-    out = tmp_path / "labels"
-    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    single = torch.load(f"{out}.single", weights_only=True)
+    single, ranks = single_and_ranks(tmp_path, SCRIPT)
     assert torch.equal(single["index"], torch.arange(37))
-    for rank in (0, 1):  # every rank holds the whole gathered result
-        ddp = torch.load(f"{out}.rank{rank}", weights_only=True)
+    for ddp in ranks:  # every rank holds the whole gathered result
         assert torch.equal(ddp["index"], single["index"])  # padded duplicate dropped, order by index
         assert torch.equal(ddp["probs"], single["probs"])  # bit-identical
