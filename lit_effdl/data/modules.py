@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lit_effdl.data.archives import cifar_sources, stl10_sources
 from lit_effdl.data.datamodule import LabelBudgetDataModule, Sources
 from lit_effdl.data.sources import (
     SubsetSource,
-    cifar_sources,
     digits_sources,
     image_folder_source,
     loose_images_source,
-    stl10_sources,
     synthetic_images,
 )
 from lit_effdl.errors import UserError
