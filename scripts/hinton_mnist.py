@@ -5,7 +5,8 @@
    inputs jittered by up to 2 pixels (``configs/mnist/teacher.yaml``), one per seed;
 2. the student, 784-800-800-10, no regularization, alone (``configs/mnist/supervised.yaml``), per seed;
 3. the same student distilled from the teacher of its seed at T = 20 (``configs/mnist/distill.yaml``:
-   alpha 0.1, un-jittered inputs, so the teacher's logits are computed once and cached), per seed;
+   alpha 0.5, chosen on validation by ``scripts/hinton_kd_validation.py``; un-jittered inputs, so the
+   teacher's logits are computed once and cached), per seed;
 4. a temperature sweep (T in 1, 2.5, 4, 8, 20; seed 0, teacher of seed 0) for a 784-30-30-10 student
    and the 800-unit one, with each width trained alone for reference.
 
@@ -55,17 +56,17 @@ def settings(config: str, overrides: list[str]) -> dict:
             "overrides": overrides, "files": files}
 
 
-def fit(config: str, overrides: list[str], run_dir: str) -> dict:
-    """One ``run_fit`` (skipped when ``run_dir/result.json`` holds the same settings): test accuracy,
-    the tested checkpoint and seconds."""
+def fit(config: str, overrides: list[str], run_dir: str, test: bool = True) -> dict:
+    """One ``run_fit`` (skipped when ``run_dir/result.json`` holds the same settings): test accuracy
+    (None without ``test``), best validation accuracy, the tested checkpoint and seconds."""
     done, key = Path(run_dir) / "result.json", settings(config, overrides)
     if done.is_file():
         stored = json.loads(done.read_text())
         if stored.get("settings") == key:
             return stored
     start = time.perf_counter()
-    result = run_fit(config, overrides, run_dir)
-    record = {"settings": key, "test_acc": result["test_acc"],
+    result = run_fit(config, overrides, run_dir, test=test)
+    record = {"settings": key, "test_acc": result["test_acc"], "val_acc": result["val_acc"],
               "checkpoint": result["tested_checkpoint"], "seconds": round(time.perf_counter() - start, 1)}
     write_json_atomic(done, record)
     return record
