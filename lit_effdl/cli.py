@@ -7,6 +7,9 @@ instead. Model and data are chosen by ``class_path`` (any ``BaseMethod`` and any
 
 ``lit-effdl rounds --config configs/digits/noisy_student.yaml --out DIR [overrides]`` runs a
 rounds recipe (Noisy Student, offline pseudo-labels): see ``lit_effdl.rounds``.
+
+``lit-effdl select --config C --strategy typiclust --budget 10 --out DIR`` chooses which images to
+label: see ``lit_effdl.select.command``.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ EVALUATION_CHECKPOINT_WARNINGS = (r"Be aware that when using `ckpt_path`, callba
                                   r"The dirpath has changed from .* won't be reloaded")
 
 CLI_DESCRIPTION = ("lit-effdl fit|validate|test|predict: Lightning's CLI. Also lit-effdl rounds --config C --out DIR "
-                   "[overrides]: a rounds recipe (Noisy Student, offline pseudo-labels); see lit-effdl rounds --help.")
+                   "[overrides]: a rounds recipe (Noisy Student, offline pseudo-labels); see lit-effdl rounds --help. "
+                   "And lit-effdl select --config C --strategy S --budget N --out DIR: which images to label.")
 
 
 class EffdlCLI(LightningCLI):
@@ -231,13 +235,21 @@ def user_error_in(err: BaseException) -> UserError | None:
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point; bad input ends with one message and exit code 2 (``--debug``: traceback).
-    ``lit-effdl rounds ...`` runs ``lit_effdl.rounds.main``; anything else is Lightning's CLI."""
+    ``lit-effdl rounds ...`` runs ``lit_effdl.rounds.main``, ``lit-effdl select ...``
+    ``lit_effdl.select.command.main``; anything else is Lightning's CLI."""
     from_argv = args is None
     args = list(sys.argv[1:] if from_argv else args)
     if args[:1] == ["rounds"]:
         from lit_effdl.rounds import main as rounds_main
 
         rounds_main(args[1:])
+        return
+    if args[:1] == ["select"]:
+        from lit_effdl.select.command import main as select_main
+
+        code = select_main(args[1:])
+        if code:
+            sys.exit(code)
         return
     debug = _wants_debug(args)
     if "--debug" in args:

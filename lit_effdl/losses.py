@@ -1,9 +1,12 @@
-"""Losses as pure functions on logits (computed in float32 whatever the autocast precision)."""
+"""Losses as pure functions on logits or embeddings (computed in float32 whatever the autocast precision)."""
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+
+from lit_effdl.errors import UserError
 
 
 def classification_loss(
@@ -109,3 +112,44 @@ def distillation_loss(
         with torch.autocast(device_type=student_logits.device.type, enabled=False):
             ce = classification_loss(student_logits.float(), targets)
     return alpha * ce + (1 - alpha) * kd, ce, kd
+
+
+# ---------------------------------------------------------------------- contrastive (SimCLR)
+def check_temperature(temperature: float) -> None:
+    """A softmax temperature must be positive (``UserError`` otherwise)."""
+    if not temperature > 0:
+        raise UserError(f"temperature={temperature} is not valid: use a positive value (e.g. 0.2)")
+
+
+def gather_with_grad(z: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(every rank's z stacked rank by rank, offset of this rank's rows)``, gradients flowing back to
+    each rank's rows (``torch.distributed.nn.functional.all_gather``); ``(z, 0)`` in one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return z, 0
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(z.contiguous())), dist.get_rank() * z.shape[0]
+
+
+def nt_xent_loss(z: torch.Tensor, temperature: float, candidates: torch.Tensor | None = None,
+                 offset: int = 0) -> torch.Tensor:
+    """SimCLR's NT-Xent, mean over the rows of ``z``, in float32.
+
+    ``z`` (2n, d) holds two views of n images, ``[view 1; view 2]``: row i's positive is row
+    ``(i + n) mod 2n``. ``candidates`` (M, d): the rows every row is contrasted with (default ``z``;
+    under DDP every rank's ``z``, see :func:`gather_with_grad`), ``z`` lying at rows ``offset ..
+    offset + 2n``. For row i: ``-log(exp(s_ip / T) / sum_{j != i} exp(s_ij / T))``, ``s`` the cosine.
+    """
+    check_temperature(temperature)
+    candidates = z if candidates is None else candidates
+    rows, n = z.shape[0], z.shape[0] // 2
+    if rows % 2 or candidates.shape[0] < 4:
+        raise UserError(f"NT-Xent needs two views of at least 2 images in a step (the other images are the "
+                        f"negatives); got {candidates.shape[0]} views: raise data.batch_size x unlabeled_ratio")
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        z, candidates = F.normalize(z.float(), dim=1), F.normalize(candidates.float(), dim=1)
+        logits = z @ candidates.T / temperature
+        own = torch.arange(rows, device=z.device)
+        is_self = torch.zeros_like(logits, dtype=torch.bool)
+        is_self[own, own + offset] = True
+        return F.cross_entropy(logits.masked_fill(is_self, float("-inf")), (own + n) % rows + offset)

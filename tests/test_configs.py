@@ -34,6 +34,7 @@ CASES = {
     "digits/finetune_probe.yaml": [],
     "digits/finetune_lite0_probe.yaml": [],
     "digits/finetune_lite0_full.yaml": [],
+    "digits/simclr.yaml": [],
     "cifar10/fixmatch_4000.yaml": ["--data.init_args.num_labels", "20", *SMALL_BATCHES],
     "mnist/supervised.yaml": [],
     "mnist/teacher.yaml": [],
@@ -41,6 +42,9 @@ CASES = {
     "mnist/flexmatch.yaml": MNIST_FEW_LABELS,
     "mnist/freematch.yaml": MNIST_FEW_LABELS,
     "mnist/distill.yaml": ["--model.init_args.teacher_checkpoint", "../mnist_teacher.pt"],
+    "mnist/simclr.yaml": MNIST_FEW_LABELS,
+    "mnist/lee2013_supervised.yaml": ["--data.init_args.num_labels", "20"],
+    "mnist/lee2013_pseudo_label.yaml": ["--data.init_args.num_labels", "20"],
 }
 ROUND_STEP = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
               "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",

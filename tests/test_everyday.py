@@ -29,6 +29,7 @@ def test_predict_writes_one_csv_row_per_image(tmp_path, monkeypatch):
     saved = torch.load(ckpt, weights_only=True)
     assert saved["lit_effdl"]["class_names"] == [f"class_{k}" for k in range(4)]
     assert "SyntheticDataModule" in saved["lit_effdl"]["config"] and saved["lit_effdl"]["label_split_fingerprint"]
+    assert saved["lit_effdl"]["image_size"] == 16  # what lit-effdl select checks a checkpoint against
     images = synthetic_images(7, 4, 16, 3, seed=5)
     (tmp_path / "unlabeled" / "nested").mkdir(parents=True)
     expected = set()

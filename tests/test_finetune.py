@@ -1,4 +1,9 @@
-"""Finetune: frozen probe stays bitwise frozen, per-group LRs, gradual unfreezing, bad input."""
+"""Finetune: frozen probe stays bitwise frozen, per-group LRs, LP-FT (the head first, then everything), bad input."""
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import lightning as L
 import pytest
@@ -59,8 +64,8 @@ def test_linear_probe_leaves_backbone_and_bn_stats_bitwise_unchanged(fast_traine
 
 
 def test_full_mode_optimizer_groups_and_tensorboard_lr_curves(tmp_path, fast_trainer_kwargs):
-    model = Finetune(mode="full", backbone="small_cnn_w8", num_classes=4, lr=0.1, head_lr=0.1, backbone_lr=0.001,
-                     scheduler="constant", weight_decay=1e-3)
+    model = Finetune(mode="full", probe_epochs=0, backbone="small_cnn_w8", num_classes=4, lr=0.1, head_lr=0.1,
+                     backbone_lr=0.001, scheduler="constant", weight_decay=1e-3)
     kwargs = {**fast_trainer_kwargs, "logger": TensorBoardLogger(str(tmp_path), name="tb")}
     trainer = _fit(model, _dm(), kwargs, epochs=1, callbacks=[LearningRateMonitor("step")], log_every_n_steps=1)
     groups = {g["name"]: g for g in trainer.optimizers[0].param_groups}
@@ -77,11 +82,10 @@ def test_full_mode_optimizer_groups_and_tensorboard_lr_curves(tmp_path, fast_tra
         assert events.Scalars(tag)[-1].value == pytest.approx(groups[name]["lr"])
 
 
-def test_gradual_unfreezes_at_epoch_with_its_lr(fast_trainer_kwargs):
-    model = Finetune(mode="gradual", backbone="small_cnn_w8", num_classes=4, lr=0.1, backbone_lr=0.01,
-                     unfreeze_epoch=1, scheduler="constant")
-    before = _snapshot(model)
-    seen = {}
+def test_full_is_lp_ft_by_default_the_head_alone_then_everything(fast_trainer_kwargs):
+    model = Finetune(backbone="small_cnn_w8", num_classes=4, lr=0.1, backbone_lr=0.01, scheduler="constant")
+    before, head_before = _snapshot(model), model.heads[0].weight.detach().clone()
+    seen, norms = {}, _NormModeProbe()
 
     class Watch(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -89,21 +93,65 @@ def test_gradual_unfreezes_at_epoch_with_its_lr(fast_trainer_kwargs):
             seen.setdefault(trainer.current_epoch, []).append(lr)
 
         def on_train_epoch_end(self, trainer, pl_module):
-            seen[trainer.current_epoch] = (pl_module.body_frozen, max(seen[trainer.current_epoch]), _snapshot(pl_module))
+            seen[trainer.current_epoch] = (pl_module.body_frozen, max(seen[trainer.current_epoch]), _snapshot(pl_module),
+                                           pl_module.heads[0].weight.detach().clone())
 
-    trainer = _fit(model, _dm(), fast_trainer_kwargs, epochs=2, callbacks=[Watch()])
+    trainer = _fit(model, _dm(), fast_trainer_kwargs, epochs=2, callbacks=[Watch(), norms])
+    assert model.hparams.mode == "full" and model.hparams.probe_epochs == 1
     assert any(isinstance(c, GradualUnfreeze) for c in trainer.callbacks)  # Lightning's BaseFinetuning
     groups = {g["name"]: g for g in trainer.optimizers[0].param_groups}
     assert groups["backbone"]["weight_decay"] > 0 and groups["backbone_no_decay"]["weight_decay"] == 0.0
-    frozen0, lr0, snap0 = seen[0]
-    frozen1, lr1, snap1 = seen[1]
+    frozen0, lr0, snap0, head0 = seen[0]
+    frozen1, lr1, snap1, _ = seen[1]
+    # the probe epoch: the head trains on a backbone held bitwise, BatchNorm statistics included
     assert frozen0 and lr0 == 0.0 and all(torch.equal(before[k], snap0[k]) for k in before)
+    assert not torch.equal(head_before, head0), "the head did not train in the probe epoch"
+    steps = len(norms.seen_training) // 2
+    assert not any(norms.seen_training[:steps]) and all(norms.seen_training[steps:])
+    # then everything trains, the backbone at its own LR
     assert not frozen1 and lr1 > 0 and any(not torch.equal(before[k], snap1[k]) for k in before if "weight" in k)
 
 
-def test_gradual_unfreezes_in_a_run_set_by_max_steps(fast_trainer_kwargs):
-    model = Finetune(mode="gradual", backbone="small_cnn_w8", num_classes=4, lr=0.1, backbone_lr=0.01,
-                     unfreeze_epoch=1, scheduler="constant")
+DDP_LP_FT = textwrap.dedent("""
+    import sys, torch, lightning as L
+    from lit_effdl.data import SyntheticDataModule
+    from lit_effdl.methods import Finetune
+
+    class Body(L.Callback):  # the body (no head) at each epoch's end, BatchNorm statistics included
+        snaps = {}
+        def on_train_epoch_end(self, trainer, m):
+            self.snaps[trainer.current_epoch] = {k: v.clone() for k, v in m.backbone.state_dict().items() if "fc." not in k}
+
+    if __name__ == "__main__":
+        torch.set_num_threads(1)
+        L.seed_everything(0)
+        model = Finetune(backbone="small_cnn_w8", num_classes=4, lr=0.1, backbone_lr=0.01)
+        before = {k: v.clone() for k, v in model.backbone.state_dict().items() if "fc." not in k}
+        trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False, callbacks=[Body()],
+                            enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=1)
+        trainer.fit(model, SyntheticDataModule(num_classes=4, image_size=16, num_train=96, batch_size=8))
+        torch.save({"before": before, **Body.snaps}, f"{sys.argv[1]}.rank{trainer.global_rank}")
+""")
+
+
+def test_lp_ft_under_two_process_ddp_holds_then_trains_the_body_alike_on_both_ranks(tmp_path):
+    """Under DDP the body is not frozen (DDP syncs only what needed gradients at wrap time): LR 0 and
+    BatchNorm in eval hold it in the probe epoch; then it trains, identically on both ranks."""
+    (tmp_path / "lp_ft.py").write_text(DDP_LP_FT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, str(tmp_path / "lp_ft.py"), str(tmp_path / "out")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"out.rank{r}", weights_only=True) for r in (0, 1)]
+    for rank in ranks:
+        assert all(torch.equal(rank["before"][k], v) for k, v in rank[0].items()), "the probe epoch moved the body"
+        assert all(not torch.equal(rank["before"][k], rank[1][k]) for k in rank[1] if k.endswith("weight"))
+    assert all(torch.equal(v, ranks[1][1][k]) for k, v in ranks[0][1].items())
+
+
+def test_lp_ft_unfreezes_in_a_run_set_by_max_steps(fast_trainer_kwargs):
+    model = Finetune(mode="full", backbone="small_cnn_w8", num_classes=4, lr=0.1, backbone_lr=0.01,
+                     probe_epochs=1, scheduler="constant")
     lrs = {}
 
     class Watch(Callback):
@@ -178,6 +226,8 @@ def test_cache_features_refuses_a_random_pipeline(fast_trainer_kwargs):
         ({"checkpoint_path": "/nonexistent/weights.pt"}, "not a file"),
         ({"mode": "full", "cache_features": True}, "linear_probe"),
         ({"mode": "sideways"}, "mode='sideways'"),
+        ({"mode": "gradual"}, "'full' with probe_epochs"),
+        ({"probe_epochs": -1}, "probe_epochs=-1"),
     ],
 )
 def test_bad_input_gives_one_clear_message(kwargs, match):

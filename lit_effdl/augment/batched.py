@@ -1,7 +1,7 @@
 """The batched on-device path: a spec applied to a whole ``(B, C, H, W)`` batch where it lies (GPU).
 
 Every sample draws its own parameters (flip, crop offset, RandAugment ops and magnitudes, cutout
-box...). All geometric steps (flip, pad-crop, rrc, rotate, shear, affine3 and RandAugment's
+box, colour jitter, blur sigma...). All geometric steps (flip, pad-crop, rrc, rotate, shear, affine3 and RandAugment's
 rotate / shear / translate) are traced into **one** nearest-neighbour ``gather`` (``warp.warp_work``); colour ops
 then run on the samples that drew them, broadcasting per-sample factors, in spec / slot order, and
 cutout last in its place. Ops are the same functions as the per-image path (:mod:`ops`), and
@@ -20,6 +20,7 @@ import math
 import torch
 
 from lit_effdl.augment import ops
+from lit_effdl.augment.photometric import PHOTOMETRIC
 from lit_effdl.augment.pipelines import GREY, RandomGeometry, expand_spec, parse_token
 from lit_effdl.augment.randaugment import OP_TABLE, RA_OPS, draw_ops, geom_matrix, op_param
 from lit_effdl.augment.warp import warp_work
@@ -77,6 +78,10 @@ class BatchedPipeline:
                 cy, cx = torch.randint(0, h, (b,), device=dev), torch.randint(0, w, (b,), device=dev)
                 mask = ops.cutout_mask(cy, cx, side, h, w)
                 colour.append(lambda t, m=mask: t.masked_fill_(m, GREY * peak))
+            elif name in PHOTOMETRIC:  # jitter, gray, blur: per-sample parameters drawn here, in spec order
+                op = PHOTOMETRIC[name](**a)
+                params = op.draw(b, dev)
+                colour.append(lambda t, op=op, params=params: op.apply(t, params, peak))
             elif name == "rand":
                 self._randaugment(b, h, w, int(a["n"]), a["m"], a["mstd"], peak, geometry, colour, dev)
         if geometry:

@@ -16,10 +16,15 @@ too). A token is a name with optional ``-<key><number>`` arguments:
 ``contrast[-f0.5]``    contrast factor U(1-f, 1+f)
 ``cutout[-s0.5]``      a grey square of side s * size at a uniform centre, clipped at the border
 ``rand-nN-mM[-mstdS]`` RandAugment, N ops at magnitude M on the paper's 0..30 scale, noise std S
+``jitter[-p0.8-b0.4``  with probability p: brightness, contrast, saturation factors U(1-x, 1+x) and a hue
+``-c0.4-s0.4-h0.1]``   shift U(-h, h) of a turn (colour on 3-channel images only; :mod:`.photometric`)
+``gray[-p0.2]``        with probability p the luminance in every channel (3-channel images only)
+``blur[-p0.5-sigma2]`` with probability p a Gaussian blur, sigma U(0.1, sigma) pixels, kernel 10 % of the side
 =====================  ==============================================================================
 
 Presets: ``weak`` = ``flip+crop``; ``strong`` = ``flip+crop+rand-n2-m10+cutout`` (FixMatch's recipe);
-``weak_noflip`` / ``strong_noflip`` leave out the flip (digits are not mirror-symmetric).
+``weak_noflip`` / ``strong_noflip`` leave out the flip (digits are not mirror-symmetric);
+``simclr`` = ``rrc-s0.2+flip+jitter+gray+blur`` (SimCLR's views), ``simclr_noflip`` without the flip.
 The batched on-device path (:mod:`lit_effdl.augment.batched`) reads the same specs.
 """
 
@@ -32,6 +37,7 @@ import torch
 from torchvision.transforms import v2
 
 from lit_effdl.augment import ops
+from lit_effdl.augment.photometric import PHOTOMETRIC
 from lit_effdl.augment.randaugment import RandAugment
 from lit_effdl.augment.warp import warp_work
 from lit_effdl.errors import UserError
@@ -41,6 +47,8 @@ PRESETS = {
     "strong": "flip+crop+rand-n2-m10+cutout",
     "weak_noflip": "crop",
     "strong_noflip": "crop+rand-n2-m10+cutout",
+    "simclr": "rrc-s0.2+flip+jitter+gray+blur",
+    "simclr_noflip": "rrc-s0.2+jitter+gray+blur",
 }
 # token name -> {argument: default}; None = image-size dependent or required
 TOKEN_ARGS: dict[str, dict[str, float | None]] = {
@@ -48,6 +56,7 @@ TOKEN_ARGS: dict[str, dict[str, float | None]] = {
     "rotate": {"d": 30.0}, "shear": {"s": 0.3}, "affine3": {"j": 0.1},
     "brightness": {"d": 0.25}, "contrast": {"f": 0.5}, "cutout": {"s": 0.5},
     "rand": {"n": 2, "m": None, "mstd": 0.0},
+    "jitter": {"p": 0.8, "b": 0.4, "c": 0.4, "s": 0.4, "h": 0.1}, "gray": {"p": 0.2}, "blur": {"p": 0.5, "sigma": 2.0},
 }
 TOKENS = tuple(TOKEN_ARGS)
 _ARG = re.compile(r"^([a-z]+)(\d+(?:\.\d+)?)$")
@@ -202,6 +211,8 @@ def token_transform(token: str, image_size: int) -> Callable[[torch.Tensor], tor
         return RandomColor(name, next(iter(a.values())))
     if name == "cutout":
         return Cutout(a["s"])
+    if name in PHOTOMETRIC:
+        return PHOTOMETRIC[name](**a)
     return RandAugment(int(a["n"]), a["m"], a["mstd"])
 
 

@@ -2,6 +2,7 @@
 
 from lit_effdl.callbacks.confusion import TestConfusionMatrix
 from lit_effdl.callbacks.finetuning import GradualUnfreeze
+from lit_effdl.callbacks.knn import KNNMonitor
 from lit_effdl.callbacks.max_norm import MaxNormConstraint
 from lit_effdl.callbacks.max_norm import MaxNormConstraint
 from lit_effdl.callbacks.nonfinite import NonFiniteGuard
@@ -15,6 +16,7 @@ from lit_effdl.callbacks.teacher_logits import TeacherLogitCache
 __all__ = [
     "AugmentPreview",
     "GradualUnfreeze",
+    "KNNMonitor",
     "MaxNormConstraint",
     "MaxNormConstraint",
     "NonFiniteGuard",

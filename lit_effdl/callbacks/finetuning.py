@@ -15,14 +15,17 @@ def after_start(step: int, start: int, schedule: Callable[[int], float]) -> floa
 
 
 class GradualUnfreeze(BaseFinetuning):
-    """The body of ``Finetune(mode="gradual")`` (backbone minus head) is frozen, BatchNorm included,
-    until ``unfreeze_epoch``, then trains.
+    """The body of ``Finetune(mode="full")`` (backbone minus head) is held for its first
+    ``unfreeze_epoch`` epochs (LP-FT's probe phase), BatchNorm statistics included, then trains.
 
     The body's parameter groups are in the optimizer from the start, at LR 0 until ``unfreeze_epoch``
     by their own schedule (``Finetune.lr_factor`` with ``after_start``), instead of being added by
     ``unfreeze_and_add_param_group``, whose group has no weight-decay split and no place in the LR
     scheduler. So the freeze happens at the start of each epoch before ``unfreeze_epoch`` (the
-    optimizer is built by then), not in ``freeze_before_training``.
+    optimizer is built by then), not in ``freeze_before_training``. On one device the body is frozen
+    (no gradients: its backward is skipped); under DDP it is not, as DDP only syncs the parameters
+    that needed gradients when it wrapped the model: the LR of 0 and BatchNorm in eval mode
+    (``Finetune.train``) hold it unchanged.
 
     The module needs ``freeze_body()``, ``body_modules()`` and ``body_frozen``.
     """
@@ -36,6 +39,7 @@ class GradualUnfreeze(BaseFinetuning):
 
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: torch.optim.Optimizer) -> None:
         if epoch < self.unfreeze_epoch:
-            pl_module.freeze_body()
+            if pl_module.trainer.world_size == 1:
+                pl_module.freeze_body()
         elif pl_module.body_frozen:
             self.make_trainable(pl_module.body_modules())

@@ -39,7 +39,7 @@ class RunStatus(Callback):
 
 class RunMetadata(Callback):
     """Checkpoints carry what predicting from them needs: class names, the label split's
-    fingerprint and the full resolved config (plain strings and lists: ``weights_only`` safe)."""
+    fingerprint, the image size and the full resolved config (plain strings and lists: ``weights_only`` safe)."""
 
     def __init__(self, config_yaml: str | None = None):
         self.config_yaml = config_yaml
@@ -50,6 +50,7 @@ class RunMetadata(Callback):
         checkpoint["lit_effdl"] = {
             "class_names": list(pl_module.hparams.get("class_names") or []),
             "label_split_fingerprint": split.fingerprint() if split is not None else None,
+            "image_size": getattr(datamodule, "image_size", None),  # what lit-effdl select checks
             "config": self.config_yaml,
         }
 

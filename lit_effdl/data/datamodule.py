@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from lit_effdl.augment import BatchedPipeline, build_batched, build_pipeline
 from lit_effdl.data.sources import ConcatSource, ImageSource, SubsetSource, loose_images_source
-from lit_effdl.data.splits import BudgetSplit, label_budget_split
+from lit_effdl.data.label_selection import pool_paths, read_selected
+from lit_effdl.data.splits import BudgetSplit, check_label_selection, label_budget_split
 from lit_effdl.data.views import ImagesOnlyView, LabeledView, UnlabeledView
 from lit_effdl.errors import UserError
 from lit_effdl.io import write_json_atomic
@@ -47,6 +48,10 @@ class LabelBudgetDataModule(L.LightningDataModule):
         num_labels_per_class: labeled images per class (stratified); None with ``num_labels``
             None means every non-validation train image is labeled.
         num_labels: total labeled images, spread evenly over classes (instead of per class).
+        label_selection: how labeled images are chosen: ``stratified`` by true class (the benchmark
+            convention), ``random`` (``num_labels`` blind to class) or ``file`` (``label_selection_file``).
+        label_selection_file: ``selection.csv`` file(s) of ``lit-effdl select`` naming the training-pool
+            images to label (:mod:`lit_effdl.data.label_selection`); validation never holds one.
         split_seed: seed of the label-budget and validation draws.
         val_fraction: share of each class carved from train for validation when the dataset
             has no validation split.
@@ -62,19 +67,16 @@ class LabelBudgetDataModule(L.LightningDataModule):
         pin_memory: pin host memory (None: when CUDA is available).
         predict_root: a folder of images that ``lit-effdl predict`` labels (default: test split).
         augment_on: where training views are augmented: ``loader`` (per image, in the DataLoader
-            workers) or ``device`` (the loaders hand plain uint8 images; after the transfer to the
-            training device, :meth:`on_after_batch_transfer` applies the batched pipelines of
-            :mod:`lit_effdl.augment.batched` to the views the method reads, whole batches at once, in
-            the order the method's ``augmented_views()`` gives: the one thing the data module asks of it).
+            workers) or ``device`` (:meth:`on_after_batch_transfer` applies :mod:`lit_effdl.augment.batched`
+            to whole batches of the views the method reads, in its ``augmented_views()`` order).
 
     Training batches reach the model augmented either way. What methods and callbacks may read
     (the data module's public interface; nothing here is ever written to by a model):
 
     - ``train_specs()``: the augmentation spec of each training view (``labeled``, ``weak``, ``strong``);
-    - ``inference_dataset(part, view=None)``: the ``labeled`` or ``unlabeled`` images as
-      ``{"image", "index"}`` items, through that view's per-image pipeline (None: no augmentation);
-      ``unlabeled_inference_dataset()`` is ``inference_dataset("unlabeled")``;
-    - ``unlabeled_hidden_targets()``: true labels of the unlabeled images (diagnostics only, -1 if none);
+    - ``inference_dataset(part, view=None)``: ``labeled`` / ``unlabeled`` images as ``{"image", "index"}``
+      through that view's per-image pipeline (None: none); ``unlabeled_inference_dataset()``: no view;
+    - ``labeled_targets()``: labels of the labeled images; ``unlabeled_hidden_targets()``: true labels of the unlabeled images (diagnostics only, -1 if none);
     - ``device_pipelines()``: the batched pipeline of each view (``augment_on="device"``, else empty);
     - ``eval_batch_size``, ``unlabeled_ratio``, ``split`` (``.fingerprint()``), ``num_classes``,
       ``num_channels``, ``class_names``, ``image_size``.
@@ -100,6 +102,8 @@ class LabelBudgetDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         predict_root: str | None = None,
         augment_on: Literal["loader", "device"] = "loader",
+        label_selection: Literal["stratified", "random", "file"] = "stratified",
+        label_selection_file: str | list[str] | None = None,
     ):
         super().__init__()
         if augment_on not in AUGMENT_ON:
@@ -110,6 +114,8 @@ class LabelBudgetDataModule(L.LightningDataModule):
             raise UserError(f"unlabeled_ratio={unlabeled_ratio} is not valid: use 0 or more")
         if not 0.0 <= val_fraction < 1.0:
             raise UserError(f"val_fraction={val_fraction} is not valid: use a value in [0, 1)")
+        check_label_selection(label_selection, num_labels_per_class, num_labels, label_selection_file is not None)
+        self.label_selection, self.label_selection_file = label_selection, label_selection_file
         self.num_labels_per_class = num_labels_per_class
         self.num_labels = num_labels
         self.split_seed = split_seed
@@ -163,9 +169,10 @@ class LabelBudgetDataModule(L.LightningDataModule):
             return
         train = self.sources.train
         val_fraction = 0.0 if self.sources.val is not None else self.val_fraction
-        self.split = label_budget_split(
-            train.targets, self.num_labels_per_class, self.num_labels, val_fraction, self.split_seed
-        )
+        selected = (read_selected(self.label_selection_file, len(train), pool_paths(train), getattr(self, "root", None))
+                    if self.label_selection == "file" else None)
+        self.split = label_budget_split(train.targets, self.num_labels_per_class, self.num_labels, val_fraction,
+                                        self.split_seed, self.label_selection, selected)
         self.labeled_source = SubsetSource(train, self.split.labeled)
         self.val_source = self.sources.val or SubsetSource(train, self.split.val)
         self.unlabeled_source = ConcatSource(
@@ -180,14 +187,10 @@ class LabelBudgetDataModule(L.LightningDataModule):
         log_dir = getattr(trainer, "log_dir", None) if trainer is not None else None
         if not log_dir or not trainer.loggers or not trainer.is_global_zero:
             return  # no logger: no run folder to audit (and never the working directory)
-        payload = {
-            "dataset": type(self).__name__,
-            "split_seed": self.split_seed,
-            "num_labels_per_class": self.num_labels_per_class,
-            "num_labels": self.num_labels,
-            "fingerprint": self.split.fingerprint(),
-            **self.split.to_dict(),
-        }
+        payload = {"dataset": type(self).__name__, "split_seed": self.split_seed,
+                   "num_labels_per_class": self.num_labels_per_class, "num_labels": self.num_labels,
+                   "label_selection": self.label_selection, "label_selection_file": self.label_selection_file,
+                   "fingerprint": self.split.fingerprint(), **self.split.to_dict()}
         write_json_atomic(Path(log_dir) / SPLIT_FILE, payload)
 
     # ------------------------------------------------------------ datasets
@@ -228,6 +231,10 @@ class LabelBudgetDataModule(L.LightningDataModule):
     def unlabeled_inference_dataset(self) -> Dataset:
         """The unlabeled images without augmentation, for pseudo-labeling passes."""
         return self.inference_dataset("unlabeled")
+
+    def labeled_targets(self) -> torch.Tensor:
+        """Labels of the labeled images (a k-NN memory or a probe may use them, as training does)."""
+        return torch.as_tensor(self.labeled_source.targets, dtype=torch.long)
 
     def unlabeled_hidden_targets(self) -> torch.Tensor:
         """True labels of the unlabeled images (-1 where unknown): for diagnostics, never training."""
@@ -285,10 +292,7 @@ class LabelBudgetDataModule(L.LightningDataModule):
         return self.loader(LabeledView(self.sources.test), self.eval_batch_size, train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        self.predict_source = (
-            loose_images_source(self.predict_root, self.class_names, self.image_size, self.num_channels)
-            if self.predict_root
-            else self.sources.test
-        )
+        self.predict_source = (loose_images_source(self.predict_root, self.class_names, self.image_size,
+                                                   self.num_channels) if self.predict_root else self.sources.test)
         return self.loader(ImagesOnlyView(self.predict_source), self.eval_batch_size, train=False)
 

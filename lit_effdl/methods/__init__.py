@@ -9,7 +9,8 @@ from lit_effdl.methods.freematch import FreeMatch
 from lit_effdl.methods.noisy_student import NoisyStudent
 from lit_effdl.methods.pseudo_label import OfflinePseudoLabel, PseudoLabel
 from lit_effdl.methods.self_training import SelfTrainingStudent
+from lit_effdl.methods.simclr import SimCLR
 from lit_effdl.methods.supervised import Supervised
 
 __all__ = ["BaseMethod", "Distill", "Finetune", "Supervised", "FixMatch", "FlexMatch", "FreeMatch", "PseudoLabel",
-           "OfflinePseudoLabel", "SelfTrainingStudent", "NoisyStudent"]
+           "OfflinePseudoLabel", "SelfTrainingStudent", "NoisyStudent", "SimCLR"]

@@ -23,7 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_effdl.callbacks.nonfinite import NonFiniteGuard
 from lit_effdl.errors import UserError
 from lit_effdl.losses import classification_loss
-from lit_effdl.models import create_backbone
+from lit_effdl.models import create_backbone, load_body
 from lit_effdl.models.auxiliary import DEFAULT_AUX_WEIGHT, loss_with_aux
 from lit_effdl.models.ema import WeightEMA
 from lit_effdl.models.inputs import normalise_images
@@ -74,6 +74,7 @@ class BaseMethod(L.LightningModule):
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth rate for residual backbones.
         backbone_kwargs: extra keyword arguments for the backbone constructor.
+        init_from: a lit-effdl checkpoint whose backbone body (no classifier, no projection head) starts this run.
         optimizer: ``sgd`` (with momentum / nesterov) or ``adamw``.
         lr: base learning rate (per-device batch as configured; scale it yourself with world size).
         weight_decay: L2 weight decay (never on norms and biases).
@@ -102,6 +103,7 @@ class BaseMethod(L.LightningModule):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         backbone_kwargs: dict[str, Any] | None = None,
+        init_from: str | None = None,
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 0.03,
         weight_decay: float = 5e-4,
@@ -128,7 +130,7 @@ class BaseMethod(L.LightningModule):
         self.last_loss_terms: dict[str, torch.Tensor] = {}  # this step's, for NonFiniteGuard's message
         self._term_sums: dict[str, tuple[torch.Tensor, int]] = {}  # see log_train
         self.save_hyperparameters()
-        self.backbone = self.build_backbone()
+        self.backbone = load_body(self.build_backbone(), init_from)  # before the EMA copy; a resumed fit restores over it
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         self.register_buffer("input_mean", torch.tensor(input_mean).view(1, -1, 1, 1), persistent=False)
@@ -186,12 +188,9 @@ class BaseMethod(L.LightningModule):
 
     def log_train(self, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False) -> None:
         """``train/<name>``: per-step values (``_step``) and the batch-weighted epoch mean (``_epoch``).
-
-        Progress-bar terms go through ``self.log`` every step. The others are summed on the device
-        and handed to ``self.log`` only on logging steps (every ``trainer.log_every_n_steps``
-        optimizer steps, as Lightning's loggers write) and at the epoch's end: each ``self.log``
-        call costs 0.5-1 ms of CPU in Lightning 2.6, as much as a small net's step part.
-        """
+        Progress-bar terms go through ``self.log`` every step; the others are summed on the device and
+        logged on logging steps (every ``trainer.log_every_n_steps``, as the loggers write) and at the
+        epoch's end: each ``self.log`` call costs 0.5-1 ms of CPU in Lightning 2.6."""
         self.last_loss_terms[name] = value.detach()
         if prog_bar:
             self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=True)
@@ -257,9 +256,8 @@ class BaseMethod(L.LightningModule):
         """Optimizer steps of the whole fit; a run with no set length (``max_time`` only) is refused."""
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
-            raise UserError(f"the LR schedule (scheduler='{self.hparams.scheduler}', warmup_epochs="
-                            f"{self.hparams.warmup_epochs}) needs a run of known length: set trainer.max_epochs "
-                            "or trainer.max_steps (max_time alone has none)")
+            raise UserError(f"the LR schedule (scheduler='{self.hparams.scheduler}') needs a run of known length: "
+                            "set trainer.max_epochs or trainer.max_steps (max_time alone has none)")
         return int(total)
 
     def optimizer_steps_per_epoch(self, total: int) -> int:
@@ -284,13 +282,15 @@ class BaseMethod(L.LightningModule):
         warmup = int(round(hp.warmup_epochs * per_epoch))
         return partial(warmup_cosine, total_steps=total, warmup_steps=warmup, min_ratio=min_ratio)
 
-    def configure_optimizers(self):
+    def create_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        """SGD (momentum, Nesterov) or AdamW on ``groups``; a method with its own optimizer overrides this."""
         hp = self.hparams
-        groups = self.param_groups()
         if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+            return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
+        return torch.optim.AdamW(groups, lr=hp.lr)
+
+    def configure_optimizers(self):
+        optimizer = self.create_optimizer(self.param_groups())
         if not self.has_lr_schedule():
             return optimizer
         total = self.total_optimizer_steps()

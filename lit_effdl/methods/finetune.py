@@ -1,4 +1,4 @@
-"""Finetune: a pretrained backbone with a new head, trained as a linear probe, fully, or gradually."""
+"""Finetune: a pretrained backbone with a new head, trained as a linear probe or fully (LP-FT: the head first)."""
 
 from __future__ import annotations
 
@@ -14,28 +14,31 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from lit_effdl.augment.pipelines import is_random_spec
 from lit_effdl.callbacks.finetuning import GradualUnfreeze, after_start
 from lit_effdl.methods.base import BaseMethod, decay_groups, layer_decay_groups, warmup_cosine
+from lit_effdl.methods.finetune_checks import check_probe_phase, validate_finetune
 from lit_effdl.models.auxiliary import classifier_heads, head_inputs, reset_head
 from lit_effdl.errors import UserError
-from lit_effdl.models.loading import NAMED_WEIGHTS, LoadReport, load_pretrained
+from lit_effdl.models.loading import LoadReport, load_pretrained
 
 
 class Finetune(BaseMethod):
-    """Transfer a pretrained backbone: a new head on top, then one of three modes.
+    """Transfer a pretrained backbone: a new head on top, then a linear probe or LP-FT.
 
     Args:
-        mode: ``linear_probe`` (backbone frozen, its BatchNorm kept in eval, only the head trains),
-            ``full`` (everything trains, ``backbone_lr`` / ``head_lr``) or ``gradual`` (frozen until
-            ``unfreeze_epoch``, then the backbone trains at ``backbone_lr`` after its own warm-up).
+        mode: ``linear_probe`` (backbone frozen, its BatchNorm kept in eval, only the head trains) or
+            ``full``: LP-FT (Kumar et al. 2022): the head alone for ``probe_epochs`` (as the probe), then
+            everything, the backbone at ``backbone_lr`` after its own warm-up (a random head's first
+            gradients would distort the pretrained features).
+        probe_epochs: ``full``: epochs of the head-only phase; 0 trains everything from the first step.
         checkpoint_path: local weights: a lit-effdl checkpoint, a timm / torchvision state_dict, a
-            ``.safetensors`` file, or a named package (``efficientnet_lite0_imagenet``).
+            ``.safetensors`` file, or a named package (``efficientnet_lite0_imagenet``); ``init_from``
+            (every method) reads the same files in the backbone's own names only (no package, no key map).
         checkpoint_key_map: how the file's keys map onto the backbone: null (same names), ``by_order``
             (foreign names, every shape must match) or a ``{their_prefix: our_prefix}`` map.
         head_lr: learning rate of the new head (default: ``lr``).
-        backbone_lr: learning rate of the backbone in ``full`` / ``gradual`` (default: ``lr / 10``).
-        unfreeze_epoch: ``gradual``: the epoch at which the backbone starts training.
+        backbone_lr: learning rate of the backbone in ``full`` (default: ``lr / 10``).
         layer_decay: timm layer-wise LR decay (layer k of L trains at ``head_lr * layer_decay**(L-k)``).
-        freeze_bn: keep the backbone's BatchNorm statistics fixed (eval mode) in ``full`` / ``gradual``
-            too; always on while the backbone is frozen.
+        freeze_bn: keep the backbone's BatchNorm statistics fixed (eval mode) once it trains too;
+            always on while it is held (``linear_probe``, the probe phase).
         cache_features: ``linear_probe`` with a deterministic train pipeline: compute backbone features
             once and train the head on them (an epoch costs a head's forward and backward).
         label_smoothing: weight of the uniform distribution mixed into the targets.
@@ -48,19 +51,19 @@ class Finetune(BaseMethod):
 
     def __init__(
         self,
-        mode: Literal["linear_probe", "full", "gradual"] = "full",
+        mode: Literal["linear_probe", "full"] = "full",
+        probe_epochs: int = 1,
         checkpoint_path: str | None = None,
         checkpoint_key_map: dict[str, str] | Literal["by_order"] | None = None,
         head_lr: float | None = None,
         backbone_lr: float | None = None,
-        unfreeze_epoch: int = 1,
         layer_decay: float | None = None,
         freeze_bn: bool = False,
         cache_features: bool = False,
         label_smoothing: float = 0.0,
         **kwargs,
     ):
-        _validate(mode, checkpoint_path, head_lr, backbone_lr, unfreeze_epoch, layer_decay, cache_features, kwargs)
+        validate_finetune(mode, probe_epochs, checkpoint_path, head_lr, backbone_lr, layer_decay, cache_features, kwargs)
         super().__init__(**kwargs)
         self._feature_cache: torch.Tensor | None = None
         if mode == "linear_probe":
@@ -97,6 +100,11 @@ class Finetune(BaseMethod):
     def body_frozen(self) -> bool:
         return not all(p.requires_grad for p in self.body_parameters())
 
+    @property
+    def probing(self) -> bool:
+        """Whether the body is held fixed now: always in ``linear_probe``, for ``probe_epochs`` in ``full``."""
+        return self.hparams.mode == "linear_probe" or self.current_epoch < self.hparams.probe_epochs
+
     def freeze_body(self) -> None:
         """``BaseFinetuning.freeze(body, train_bn=False)``, module by module: a parent owning parameters
         (a ViT's position embedding) would otherwise bring its head along."""
@@ -104,14 +112,19 @@ class Finetune(BaseMethod):
             BaseFinetuning.freeze_module(module)
 
     def train(self, mode: bool = True) -> "Finetune":
-        """Lightning's mode switches never put a frozen backbone's BatchNorm back in training mode."""
+        """Lightning's mode switches never put a held (or ``freeze_bn``) backbone's BatchNorm in training mode."""
         super().train(mode)
-        for norm in self.body_norms() if mode and (self.body_frozen or self.hparams.freeze_bn) else []:
+        for norm in self.body_norms() if mode and (self.probing or self.hparams.freeze_bn) else []:
             norm.eval()
         return self
 
+    @property
+    def lp_ft(self) -> bool:
+        """``full`` with a probe phase (LP-FT)."""
+        return self.hparams.mode == "full" and self.hparams.probe_epochs > 0
+
     def configure_callbacks(self) -> list[Callback]:
-        return super().configure_callbacks() + ([GradualUnfreeze(self.hparams.unfreeze_epoch)] if self.hparams.mode == "gradual" else [])
+        return super().configure_callbacks() + ([GradualUnfreeze(self.hparams.probe_epochs)] if self.lp_ft else [])
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -119,8 +132,8 @@ class Finetune(BaseMethod):
         if classes is not None and classes != self.hparams.num_classes:
             raise UserError(f"model num_classes={self.hparams.num_classes} disagrees with the data module's {classes} "
                             f"classes: leave num_classes to the data module (the CLI links it) or set it to {classes}")
-        if stage == "fit" and self.hparams.mode == "gradual" and self.trainer.world_size > 1:
-            raise UserError("mode='gradual' runs on one device (DDP ignores parameters frozen at wrap time): use full")
+        if stage == "fit" and self.lp_ft:
+            check_probe_phase(self.hparams.probe_epochs, self.hparams.layer_decay, self.trainer)
         if stage == "fit" and self.hparams.cache_features:
             spec = datamodule.train_specs()["labeled"] if datamodule is not None else None
             if datamodule is None or is_random_spec(spec):
@@ -150,7 +163,7 @@ class Finetune(BaseMethod):
         return loss
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """``head`` (+``_no_decay``) and, unless probing, ``backbone`` groups (or timm layer groups)."""
+        """``head`` (+``_no_decay``) and, but in ``linear_probe``, ``backbone`` groups (or timm layer groups)."""
         hp = self.hparams
         head_lr = hp.head_lr or hp.lr
         heads = nn.ModuleList(self.heads)  # a view for the group helper; the heads stay where they are
@@ -162,39 +175,18 @@ class Finetune(BaseMethod):
         backbone_lr = hp.backbone_lr if hp.backbone_lr is not None else hp.lr / 10
         return decay_groups(self.backbone, "backbone", backbone_lr, hp.weight_decay, skip=heads) + head_groups
 
-    def has_lr_schedule(self) -> bool:  # gradual: the backbone's LR is 0 until unfreeze_epoch
-        return super().has_lr_schedule() or self.hparams.mode == "gradual"
+    def has_lr_schedule(self) -> bool:  # LP-FT: the backbone's LR is 0 in the probe phase
+        return super().has_lr_schedule() or self.lp_ft
 
     def lr_factor(self, group: dict[str, Any], total: int, per_epoch: int) -> Callable[[int], float]:
-        """``gradual``: the backbone's groups get 0 while frozen, then their own warm-up (at least an
+        """LP-FT: the backbone's groups get 0 in the probe phase, then their own warm-up (at least an
         epoch) + cosine to the end of the fit; every other group the base schedule."""
         hp = self.hparams
-        if hp.mode != "gradual" or not group["name"].startswith("backbone"):
+        if not (self.lp_ft and group["name"].startswith("backbone")):
             return super().lr_factor(group, total, per_epoch)
-        start = hp.unfreeze_epoch * per_epoch
+        start = hp.probe_epochs * per_epoch
         warmup = int(round(max(hp.warmup_epochs, 1.0) * per_epoch))
         min_ratio = 1.0 if hp.scheduler == "constant" else hp.min_lr_ratio
         schedule = partial(warmup_cosine, total_steps=total - start, warmup_steps=warmup, min_ratio=min_ratio)
         return partial(after_start, start=start, schedule=schedule)
 
-
-def _validate(mode, checkpoint_path, head_lr, backbone_lr, unfreeze_epoch, layer_decay, cache_features, kwargs) -> None:
-    if mode not in ("linear_probe", "full", "gradual"):
-        raise UserError(f"mode='{mode}' is not valid: use 'linear_probe', 'full' or 'gradual'")
-    if mode == "linear_probe" and backbone_lr is not None:
-        raise UserError(f"backbone_lr={backbone_lr} is given in linear_probe mode, where the backbone is frozen: "
-                        f"remove it, or use mode 'full' / 'gradual'")
-    for name, value in (("head_lr", head_lr), ("backbone_lr", backbone_lr)):
-        if value is not None and value < 0:
-            raise UserError(f"{name}={value} is not valid: use a learning rate >= 0")
-    if mode == "gradual" and unfreeze_epoch < 1:
-        raise UserError(f"unfreeze_epoch={unfreeze_epoch} is not valid in gradual mode: use 1 or more")
-    if layer_decay is not None and not (0.0 < layer_decay <= 1.0 and mode != "linear_probe" and backbone_lr is None):
-        raise UserError(f"layer_decay={layer_decay} is not valid: use a value in (0, 1] with mode full / gradual "
-                        f"and no backbone_lr (layers scale head_lr)")
-    if cache_features and mode != "linear_probe":
-        raise UserError(f"cache_features=true needs mode='linear_probe' (a frozen backbone), got mode='{mode}'")
-    if checkpoint_path and str(checkpoint_path) in NAMED_WEIGHTS:
-        arch = NAMED_WEIGHTS[str(checkpoint_path)].architecture
-        if kwargs.get("backbone", "small_cnn") != arch:
-            raise UserError(f"weights '{checkpoint_path}' fit backbone '{arch}', not '{kwargs.get('backbone', 'small_cnn')}'")

@@ -21,14 +21,16 @@ class PseudoLabel(BaseMethod):
     """Labeled CE + w(t) x CE(weak view, its own argmax) on unlabeled images above ``threshold``.
 
     Each step the current model labels the weak view of the unlabeled batch (no gradient through the
-    labels); rows under ``threshold`` count as zero. The weight w(t) grows linearly from 0 to
-    ``lambda_u`` over the first ``rampup_epochs`` epochs, counted in optimizer steps (so gradient
+    labels); rows under ``threshold`` count as zero. The weight w(t) is 0 for the first
+    ``rampup_delay_epochs`` epochs, then grows linearly to ``lambda_u`` over ``rampup_epochs`` epochs
+    (Lee 2013's alpha(t): 0 before T1, linear to alpha_f at T2), counted in optimizer steps (so gradient
     accumulation does not stretch the ramp). Needs ``data.unlabeled_ratio`` > 0.
 
     Args:
         threshold: softmax confidence a prediction needs to become a pseudo-label, in (0, 1].
         lambda_u: weight of the unlabeled loss after the ramp-up.
         rampup_epochs: epochs over which the unlabeled weight grows from 0 (0: full weight at once).
+        rampup_delay_epochs: epochs on the labels alone (weight 0) before the ramp starts.
         **kwargs: everything ``BaseMethod`` takes (backbone, optimizer, schedule, EMA...).
 
     Example::
@@ -36,23 +38,29 @@ class PseudoLabel(BaseMethod):
         lit-effdl fit --config configs/digits/pseudo_label_online.yaml --test_after_fit true
     """
 
-    def __init__(self, threshold: float = 0.95, lambda_u: float = 1.0, rampup_epochs: float = 5.0, **kwargs):
+    def __init__(self, threshold: float = 0.95, lambda_u: float = 1.0, rampup_epochs: float = 5.0,
+                 rampup_delay_epochs: float = 0.0, **kwargs):
         check_threshold(threshold)
-        if lambda_u < 0 or rampup_epochs < 0:
-            raise UserError(f"lambda_u={lambda_u}, rampup_epochs={rampup_epochs}: use values >= 0")
+        if min(lambda_u, rampup_epochs, rampup_delay_epochs) < 0:
+            raise UserError(f"lambda_u={lambda_u}, rampup_epochs={rampup_epochs}, rampup_delay_epochs="
+                            f"{rampup_delay_epochs}: use values >= 0")
         super().__init__(**kwargs)
-        self.rampup_steps = 0.0  # set at train start, when the epoch length is known
+        self.delay_steps = self.rampup_steps = 0.0  # set at train start, when the epoch length is known
 
     def on_train_start(self) -> None:
-        if self.hparams.rampup_epochs:
+        if self.hparams.rampup_epochs or self.hparams.rampup_delay_epochs:
             steps_per_epoch = self.optimizer_steps_per_epoch(self.total_optimizer_steps())
+            self.delay_steps = self.hparams.rampup_delay_epochs * steps_per_epoch
             self.rampup_steps = self.hparams.rampup_epochs * steps_per_epoch
 
     def unlabeled_weight(self) -> float:
-        """``lambda_u`` x the ramp-up's progress in optimizer steps (``global_step``)."""
+        """0 during the delay, then ``lambda_u`` x the ramp-up's progress, in optimizer steps (``global_step``)."""
+        progress = self.global_step - self.delay_steps
+        if progress < 0:
+            return 0.0
         if not self.rampup_steps:
             return self.hparams.lambda_u
-        return self.hparams.lambda_u * min(1.0, self.global_step / self.rampup_steps)
+        return self.hparams.lambda_u * min(1.0, progress / self.rampup_steps)
 
     AUGMENTED_VIEWS = ("weak", "labeled")
 

@@ -18,14 +18,14 @@ from lit_effdl.errors import UserError
 from lit_effdl.models.auxiliary import classifier_heads
 
 
-def read_state_dict(path: str | Path, prefer_ema: bool = True) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, prefer_ema: bool = True, setting: str = "checkpoint_path") -> dict[str, torch.Tensor]:
     """The backbone tensors stored in ``path``, with any lit-effdl / wrapper prefixes removed."""
     path = Path(path).expanduser()
     if path.suffix == ".safetensors" and path.is_file():
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    return extract_backbone_state(read_checkpoint(path), prefer_ema=prefer_ema, origin=str(path))
+    return extract_backbone_state(read_checkpoint(path, setting), prefer_ema=prefer_ema, origin=str(path))
 
 
 def read_checkpoint(path: str | Path, setting: str = "checkpoint_path") -> object:
@@ -123,10 +123,28 @@ def mismatch_message(origin: str, report: LoadReport, limit: int = 8) -> str:
 
     parts = [
         f"{label}: {show(items)}"
-        for label, items in (("missing", report.missing), ("unexpected", report.unexpected), ("wrong shape", report.wrong_shape))
+        for label, items in (("missing", report.missing), ("unexpected", report.unexpected),
+                             ("wrong shape (file vs model)", report.wrong_shape))
         if items
     ]
     return f"weights in {origin} do not match the named architecture; " + "; ".join(parts)
+
+
+def load_body(model: nn.Module, path: str | Path | None, setting: str = "init_from") -> nn.Module:
+    """``model`` with its body (every tensor but its classifiers') loaded from ``path``: a lit-effdl
+    checkpoint (the evaluated network: the EMA copy when there is one) or a state_dict in its names.
+
+    Never loaded: the checkpoint's other modules (a projection head, a teacher) and whatever it holds
+    under the classifiers' names (any shape). A body tensor missing, unexpected or shaped differently
+    raises a ``UserError`` naming it (and both shapes). ``path`` None: ``model`` unchanged.
+    """
+    if not path:
+        return model
+    heads = {id(head) for head in classifier_heads(model)}
+    head_prefixes = tuple(name + "." for name, module in model.named_modules() if id(module) in heads)
+    state = {k: v for k, v in read_state_dict(path, setting=setting).items() if not k.startswith(head_prefixes)}
+    load_weights(model, state, origin=f"{setting} {path}")
+    return model
 
 
 # ---------------------------------------------------------------------- foreign code bases
