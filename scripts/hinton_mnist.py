@@ -25,9 +25,7 @@ stdout line is JSON ``{"teacher_errors", "student_alone_errors", "kd_errors", "s
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -35,8 +33,9 @@ from pathlib import Path
 
 from lit_effdl.data.mnist import mnist_sources
 from lit_effdl.errors import UserError
-from lit_effdl.experiment import results_in_order, run_fit
+from lit_effdl.experiment import results_in_order
 from lit_effdl.io import write_json_atomic
+from lit_effdl.resumable import fit_once as fit  # resumable fits; also imported by the sibling scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "mnist"
@@ -46,30 +45,6 @@ WIDTHS = (30, 800)
 PAPER = {"teacher": 67, "student_alone": 146, "kd": 74}
 QUICK = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
          "--trainer.num_sanity_val_steps", "0", "--data.init_args.val_fraction", "0.2"]
-
-
-def settings(config: str, overrides: list[str]) -> dict:
-    """What a fit's result depends on: the config's text, the overrides, the files they name (a
-    retrained teacher is a new file)."""
-    files = {o: os.stat(o).st_mtime_ns for o in overrides if os.path.isfile(o)}
-    return {"config": config, "config_sha1": hashlib.sha1(Path(config).read_bytes()).hexdigest(),
-            "overrides": overrides, "files": files}
-
-
-def fit(config: str, overrides: list[str], run_dir: str, test: bool = True) -> dict:
-    """One ``run_fit`` (skipped when ``run_dir/result.json`` holds the same settings): test accuracy
-    (None without ``test``), best validation accuracy, the tested checkpoint and seconds."""
-    done, key = Path(run_dir) / "result.json", settings(config, overrides)
-    if done.is_file():
-        stored = json.loads(done.read_text())
-        if stored.get("settings") == key:
-            return stored
-    start = time.perf_counter()
-    result = run_fit(config, overrides, run_dir, test=test)
-    record = {"settings": key, "test_acc": result["test_acc"], "val_acc": result["val_acc"],
-              "checkpoint": result["tested_checkpoint"], "seconds": round(time.perf_counter() - start, 1)}
-    write_json_atomic(done, record)
-    return record
 
 
 def tag(t: float) -> str:
@@ -111,6 +86,15 @@ def run_named(calls: dict[str, tuple], jobs: int, errors, start: float) -> dict[
     return results
 
 
+def count_test_images(root: str, prog: str) -> int | None:
+    """The number of test images of the MNIST files under ``root``; None, after one message, when unreadable."""
+    try:
+        return len(mnist_sources(root)[1])
+    except UserError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the three headline rows")
@@ -124,10 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.teacher_epochs, args.student_epochs = [0], 1, 1
     start = time.time()
-    try:
-        n_test = len(mnist_sources(args.root)[1])
-    except UserError as err:
-        print(f"hinton_mnist: error: {err}", file=sys.stderr)
+    n_test = count_test_images(args.root, "hinton_mnist")
+    if n_test is None:
         return 2
     errors = lambda acc: round((1.0 - acc) * n_test)
     plan, seeds, first = Plan(args), args.seeds, args.seeds[0]

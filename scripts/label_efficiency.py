@@ -90,7 +90,9 @@ def markdown_table(summary: list[dict], methods: list[str], labels: list[str]) -
     return "\n".join(lines)
 
 
-def plot(summary: list[dict], methods: list[str], path: Path, dataset: str) -> None:
+def plot(summary: list[dict], methods: list[str], path: Path, dataset: str, xlabel: str = "labels per class",
+         title: str = "label efficiency") -> None:
+    """One line per method (mean +- std over seeds) against ``labels_per_class`` (log axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,9 +112,9 @@ def plot(summary: list[dict], methods: list[str], path: Path, dataset: str) -> N
     ticks = sorted({s["labels_per_class"] for s in summary if s["labels_per_class"] != "all"})
     ax.set_xticks(ticks, [str(k) for k in ticks])
     ax.minorticks_off()
-    ax.set_xlabel("labels per class")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"{dataset}: label efficiency")
+    ax.set_title(f"{dataset}: {title}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -35,6 +35,7 @@ CASES = {
     "digits/finetune_lite0_probe.yaml": [],
     "digits/finetune_lite0_full.yaml": [],
     "digits/simclr.yaml": [],
+    "digits/simclr_finetune.yaml": [],
     "cifar10/fixmatch_4000.yaml": ["--data.init_args.num_labels", "20", *SMALL_BATCHES],
     "mnist/supervised.yaml": [],
     "mnist/teacher.yaml": [],
@@ -43,6 +44,9 @@ CASES = {
     "mnist/freematch.yaml": MNIST_FEW_LABELS,
     "mnist/distill.yaml": ["--model.init_args.teacher_checkpoint", "../mnist_teacher.pt"],
     "mnist/simclr.yaml": MNIST_FEW_LABELS,
+    "mnist/simclr_finetune.yaml": MNIST_FEW_LABELS,
+    "mnist/simclr_distill.yaml": [*MNIST_FEW_LABELS, "--model.init_args.teacher_checkpoint", "../mnist_cnn_teacher.pt"],
+    "mnist/supervised_cnn.yaml": MNIST_FEW_LABELS,
     "mnist/lee2013_supervised.yaml": ["--data.init_args.num_labels", "20"],
     "mnist/lee2013_pseudo_label.yaml": ["--data.init_args.num_labels", "20"],
 }
@@ -72,6 +76,7 @@ def results(tmp_path_factory):
     make_tiny_mnist_pickle(root / "data" / "mnist" / "mnist.pkl.gz")
     torch.save(create_backbone("small_cnn_w64", num_classes=10, in_chans=1).state_dict(), root / "teacher.pt")
     torch.save(create_backbone("mlp_1200_1200", num_classes=10, in_chans=1).state_dict(), root / "mnist_teacher.pt")
+    torch.save(create_backbone("small_cnn", num_classes=10, in_chans=1).state_dict(), root / "mnist_cnn_teacher.pt")
     cases = []
     for i, (config, extra) in enumerate(CASES.items()):
         (root / str(i)).mkdir()

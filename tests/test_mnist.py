@@ -109,16 +109,31 @@ def test_real_file():
     assert np.bincount(test.targets).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def test_hinton_script_quick(tmp_path):
+def run_quick_script(script: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict, Path]:
+    """``scripts/<script> --quick`` on a tiny MNIST pickle: the process, its last JSON line, its --out."""
     make_tiny_mnist_pickle(tmp_path / "mnist.pkl.gz", train=160, val=40, test=50)
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "scripts" / "hinton_mnist.py"), "--quick", "--root", str(tmp_path),
+    cmd = [sys.executable, str(ROOT / "scripts" / script), "--quick", "--root", str(tmp_path),
            "--out", str(out), "--jobs", "1"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
-    last = json.loads(result.stdout.strip().splitlines()[-1])
+    return result, json.loads(result.stdout.strip().splitlines()[-1]), out
+
+
+def test_hinton_script_quick(tmp_path):
+    result, last, out = run_quick_script("hinton_mnist.py", tmp_path)
     assert set(last) == {"teacher_errors", "student_alone_errors", "kd_errors", "sweep", "seconds"}
     assert set(last["sweep"]) == {"30", "800"}
     assert set(last["sweep"]["30"]) == {"1", "2.5", "4", "8", "20"} == set(last["sweep"]["800"])
     assert all(0 <= v <= 50 for v in (last["teacher_errors"], last["kd_errors"], *last["sweep"]["30"].values()))
     assert "paper" in result.stdout and (out / "results.json").is_file()
+
+
+def test_lee2013_script_quick(tmp_path):
+    result, last, out = run_quick_script("pseudo_label_lee2013.py", tmp_path)
+    assert set(last) == {"budgets", "seconds"} and set(last["budgets"]) == {"20", "40"}
+    assert all(set(errs) == {"supervised", "pseudo_label"} and all(0 <= e <= 100 for e in errs.values())
+               for errs in last["budgets"].values())
+    assert "paper" in result.stdout and (out / "results.json").is_file()
+    stored = json.loads((out / "pseudo_label_20_seed0" / "result.json").read_text())["settings"]["overrides"]
+    assert stored[stored.index("--model.init_args.rampup_delay_epochs") + 1] == "0.1"  # T1 as a fraction of the fit

@@ -35,6 +35,23 @@ def test_online_weight_ramps_over_optimizer_steps(fast_trainer_kwargs, accumulat
     assert "train/mask_rate" in trainer.callback_metrics
 
 
+def test_online_weight_waits_for_the_delay_then_ramps(fast_trainer_kwargs):
+    """Lee 2013's alpha(t): 0 for ``rampup_delay_epochs``, then linear to ``lambda_u`` over
+    ``rampup_epochs``, then flat; here 2 optimizer steps per epoch, delay 1 epoch, ramp 2 epochs."""
+    seen = {}
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen[trainer.global_step] = module.unlabeled_weight()
+
+    model = PseudoLabel(num_classes=4, in_chans=3, threshold=0.3, lambda_u=2.0, rampup_delay_epochs=1,
+                        rampup_epochs=2)
+    trainer = L.Trainer(max_epochs=4, limit_train_batches=2, limit_val_batches=0, callbacks=[Record()],
+                        **fast_trainer_kwargs)
+    trainer.fit(model, datamodule=_dm())
+    assert seen == pytest.approx({0: 0.0, 1: 0.0, 2: 0.0, 3: 0.5, 4: 1.0, 5: 1.5, 6: 2.0, 7: 2.0})
+
+
 def test_online_hidden_labels_are_unused():
     model = PseudoLabel(num_classes=4, in_chans=3, threshold=0.05, rampup_epochs=0)
     L.seed_everything(0)
@@ -109,6 +126,8 @@ def test_bad_input_messages(fast_trainer_kwargs):
         PseudoLabel(num_classes=4, threshold=0.0)
     with pytest.raises(UserError, match="rampup_epochs=-1"):
         PseudoLabel(num_classes=4, rampup_epochs=-1)
+    with pytest.raises(UserError, match="rampup_delay_epochs=-2"):
+        PseudoLabel(num_classes=4, rampup_delay_epochs=-2)
     with pytest.raises(UserError, match="student_view='noisy'"):
         OfflinePseudoLabel(num_classes=4, student_view="noisy")
     with pytest.raises(UserError, match="unlabeled_ratio"):
