@@ -29,6 +29,16 @@ def test_labeled_samples_per_epoch_sets_epoch_length():
     assert len(dm.train_dataloader()) == 8
 
 
+def test_labeled_samples_per_epoch_caps_a_longer_unlabeled_pool():
+    dm = DigitsDataModule(num_labels_per_class=2, batch_size=4, unlabeled_ratio=2, labeled_samples_per_epoch=16)
+    dm.setup()
+    assert len(dm.unlabeled_source) // 8 > 4  # the pool alone would make a much longer epoch
+    epochs = [[batch["unlabeled"]["index"] for batch, *_ in iter(dm.train_dataloader())] for _ in range(2)]
+    assert [len(e) for e in epochs] == [4, 4]  # 16 labeled samples / batch 4: both loaders stop there
+    assert all(len(idx) == 8 and len(set(idx.tolist())) == 8 for e in epochs for idx in e)
+    assert set(torch.cat(epochs[0]).tolist()) != set(torch.cat(epochs[1]).tolist())  # a fresh subset each epoch
+
+
 def test_test_split_untouched_by_budget():
     a = DigitsDataModule(num_labels_per_class=2)
     b = DigitsDataModule(num_labels_per_class=9, split_seed=4)

@@ -8,7 +8,6 @@ through Lightning's ``CombinedLoader``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +17,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from lit_effdl.augment import BatchedPipeline, build_batched, build_pipeline
-from lit_effdl.data.sources import ConcatSource, ImageSource, SubsetSource, loose_images_source
+from lit_effdl.data.sources import ConcatSource, Sources, SubsetSource, loose_images_source  # noqa: F401 (Sources: re-exported)
 from lit_effdl.data.label_selection import pool_paths, read_selected
 from lit_effdl.data.splits import BudgetSplit, check_label_selection, label_budget_split
 from lit_effdl.data.views import ImagesOnlyView, LabeledView, UnlabeledView
@@ -29,16 +28,6 @@ SPLIT_FILE = "label_split.json"
 AUGMENT_ON = ("loader", "device")
 VIEWS = ("labeled", "weak", "strong")
 PARTS = ("labeled", "unlabeled")
-
-
-@dataclass
-class Sources:
-    """What a dataset adapter hands the data module."""
-
-    train: ImageSource
-    test: ImageSource
-    val: ImageSource | None = None  # None: carved from train by ``val_fraction``
-    extra_unlabeled: ImageSource | None = None  # e.g. STL-10's 100k unlabeled images
 
 
 class LabelBudgetDataModule(L.LightningDataModule):
@@ -62,7 +51,8 @@ class LabelBudgetDataModule(L.LightningDataModule):
         unlabeled_weak_augment: spec of the weak view of unlabeled images.
         unlabeled_strong_augment: spec of the strong view of unlabeled images.
         labeled_samples_per_epoch: draw this many labeled samples (with replacement) per epoch,
-            so tiny label budgets still give whole batches and a useful epoch length.
+            so tiny label budgets still give whole batches and a useful epoch length; it sets the epoch's
+            steps for the unlabeled loader too (a larger pool: a fresh random subset each epoch).
         num_workers: DataLoader worker processes (None: 0 on CPU-only machines, else 4).
         pin_memory: pin host memory (None: when CUDA is available).
         predict_root: a folder of images that ``lit-effdl predict`` labels (default: test split).
@@ -279,10 +269,16 @@ class LabelBudgetDataModule(L.LightningDataModule):
         return self.loader(dataset, self.batch_size, train=True, sampler=sampler)
 
     def train_dataloader(self):
+        """Labeled batches, or ``{"labeled", "unlabeled"}`` pairs; an epoch is the longer loader, except that
+        ``labeled_samples_per_epoch`` caps it: an unlabeled pool longer than that draws only as many batches."""
         labeled = self.labeled_loader()
         if self.unlabeled_ratio == 0:
             return labeled
-        unlabeled = self.loader(self.unlabeled_dataset(), self.batch_size * self.unlabeled_ratio, train=True)
+        dataset, batch = self.unlabeled_dataset(), self.batch_size * self.unlabeled_ratio
+        steps, sampler = len(labeled), None
+        if self.labeled_samples_per_epoch and len(dataset) // batch > steps:  # a fresh random subset each epoch
+            sampler = RandomSampler(dataset, num_samples=steps * batch)
+        unlabeled = self.loader(dataset, batch, train=True, sampler=sampler)
         return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, mode="max_size_cycle")
 
     def val_dataloader(self) -> DataLoader:

@@ -7,6 +7,7 @@ No augmentation here. Every source yields ``uint8`` tensors shaped ``(C, H, W)``
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +36,16 @@ class ImageSource:
     def describe(self, i: int) -> str:
         """A human name for item ``i`` (a file path where there is one)."""
         return f"#{i}"
+
+
+@dataclass
+class Sources:
+    """What a dataset adapter hands the data module."""
+
+    train: ImageSource
+    test: ImageSource
+    val: ImageSource | None = None  # None: carved from train by ``val_fraction``
+    extra_unlabeled: ImageSource | None = None  # e.g. STL-10's 100k unlabeled images
 
 
 class TensorImages(ImageSource):
