@@ -115,10 +115,11 @@ def distillation_loss(
 
 
 # ---------------------------------------------------------------------- contrastive (SimCLR)
-def check_temperature(temperature: float) -> None:
-    """A softmax temperature must be positive (``UserError`` otherwise)."""
+def check_temperature(temperature: float, example: float = 0.2, owner: str = "") -> None:
+    """A softmax temperature must be positive (``UserError`` naming ``owner`` and an ``example`` otherwise)."""
     if not temperature > 0:
-        raise UserError(f"temperature={temperature} is not valid: use a positive value (e.g. 0.2)")
+        raise UserError(f"{owner + ' ' if owner else ''}temperature={temperature} is not valid: use a positive "
+                        f"value (e.g. {example:g})")
 
 
 def gather_with_grad(z: torch.Tensor) -> tuple[torch.Tensor, int]:

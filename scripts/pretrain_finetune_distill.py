@@ -40,8 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from hinton_mnist import count_test_images  # one message when the MNIST files are missing
 from label_efficiency import markdown_table, summarise  # the table of scripts/label_efficiency.py
-from lit_effdl.data.mnist import mnist_sources
 from lit_effdl.errors import UserError
 from lit_effdl.experiment import results_in_order
 from lit_effdl.io import write_json_atomic
@@ -171,12 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.dataset, args.seeds = "digits", args.seeds[:1]
     start = time.time()
-    if args.dataset == "mnist":
-        try:
-            mnist_sources(args.root)
-        except UserError as err:
-            print(f"pretrain_finetune_distill: error: {err}", file=sys.stderr)
-            return 2
+    if args.dataset == "mnist" and count_test_images(args.root, "pretrain_finetune_distill") is None:
+        return 2
     stages = stages_for(args.pipelines)
     print(f"{args.dataset}: labels per class {args.labels_per_class}, seeds {args.seeds}; stages {', '.join(stages)}; "
           f"{args.jobs} job(s)", flush=True)

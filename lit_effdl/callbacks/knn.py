@@ -27,15 +27,11 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
-from torch import nn
 
 from lit_effdl.errors import UserError
+from lit_effdl.losses import check_temperature
+from lit_effdl.models.auxiliary import pooled_features
 from lit_effdl.pseudo_labels import predict_probs, unique_by_index
-
-
-def pooled_features(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The pooled pre-logit features of a timm-style network (``forward_head(..., pre_logits=True)``)."""
-    return net.forward_head(net.forward_features(images), pre_logits=True)
 
 
 def knn_predict(memory: torch.Tensor, memory_labels: torch.Tensor, queries: torch.Tensor, num_classes: int,
@@ -85,8 +81,7 @@ class KNNMonitor(Callback):
                  log_val_acc: bool | None = None):
         if k < 1:
             raise UserError(f"KNNMonitor k={k} is not valid: use 1 or more neighbours (20 is the standard)")
-        if not temperature > 0:
-            raise UserError(f"KNNMonitor temperature={temperature} is not valid: use a positive value (e.g. 0.07)")
+        check_temperature(temperature, example=0.07, owner="KNNMonitor")
         if every_n_epochs < 1:
             raise UserError(f"KNNMonitor every_n_epochs={every_n_epochs} is not valid: use 1 or more")
         self.k, self.temperature, self.every_n_epochs = k, temperature, every_n_epochs

@@ -10,7 +10,7 @@ from lit_effdl.augment.mix import Mix
 from lit_effdl.callbacks.teacher_accuracy import TeacherAccuracy
 from lit_effdl.callbacks.teacher_logits import TeacherLogitCache
 from lit_effdl.errors import UserError
-from lit_effdl.losses import distillation_loss, kd_kl_loss
+from lit_effdl.losses import check_temperature, distillation_loss, kd_kl_loss
 from lit_effdl.methods.base import BaseMethod
 from lit_effdl.models.teacher import FrozenTeacher, build_teacher
 
@@ -55,8 +55,7 @@ class Distill(BaseMethod):
                  unlabeled_view: Literal["weak", "strong"] = "weak", mixup_alpha: float = 0.0,
                  cutmix_alpha: float = 0.0, mix_prob: float = 1.0, mix_switch_prob: float = 0.5, save_teacher: bool = False,
                  cache_teacher_logits: bool = False, teacher_cache_file: str | None = None, **kwargs):
-        if not temperature > 0:
-            raise UserError(f"temperature={temperature} is not valid: use a positive value (e.g. 4)")
+        check_temperature(temperature, example=4)
         if not 0.0 <= alpha <= 1.0:
             raise UserError(f"alpha={alpha} is not valid: use a value in [0, 1] (weight of the hard-label CE)")
         if unlabeled_weight < 0:

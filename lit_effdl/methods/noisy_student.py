@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lit_effdl.errors import UserError
+from lit_effdl.losses import check_temperature
 from lit_effdl.methods.self_training import SelfTrainingStudent
 from lit_effdl.pseudo_labels import PseudoLabelSet, make_pseudo_labels
 
@@ -54,8 +55,7 @@ class NoisyStudent(SelfTrainingStudent):
         student_view: Literal["weak", "strong"] = "strong",
         **kwargs,
     ):
-        if temperature <= 0:
-            raise UserError(f"temperature={temperature} is not valid: use a positive value")
+        check_temperature(temperature, example=1)
         if not 0.0 <= min_confidence < 1.0:
             raise UserError(f"min_confidence={min_confidence} is not valid: use a value in [0, 1)")
         if per_class is not None and per_class < 0:

@@ -49,6 +49,12 @@ def reset_head(model: nn.Module, num_classes: int) -> None:
                 module.reset_parameters()
 
 
+def pooled_features(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The pooled pre-logit features of a timm-style network: its classifier's input
+    (``forward_head(forward_features(images), pre_logits=True)``)."""
+    return net.forward_head(net.forward_features(images), pre_logits=True)
+
+
 @torch.no_grad()
 def head_inputs(net: nn.Module, dataset: Dataset, prepare: Callable[[torch.Tensor], torch.Tensor],
                 device: torch.device) -> torch.Tensor:
@@ -60,7 +66,7 @@ def head_inputs(net: nn.Module, dataset: Dataset, prepare: Callable[[torch.Tenso
     net.eval()
     feats = None
     for batch in DataLoader(dataset, batch_size=256, shuffle=False):
-        out = net.forward_head(net.forward_features(prepare(batch["image"].to(device))), pre_logits=True)
+        out = pooled_features(net, prepare(batch["image"].to(device)))
         if feats is None:
             feats = out.new_zeros(len(dataset), out.shape[1])
         feats[batch["index"].to(device)] = out

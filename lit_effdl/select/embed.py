@@ -63,6 +63,7 @@ def network_outputs(ckpt_path: str, pool: ImageSource, image_size: int, kind: st
                     num_workers: int = 0) -> np.ndarray:
     """``kind`` ``embeddings`` (pooled pre-logit backbone features, unit rows) or ``probabilities``
     (softmax) of the checkpoint's evaluated network (EMA when the run had it) on every pool image."""
+    from lit_effdl.models.auxiliary import pooled_features
     from lit_effdl.models.inputs import normalise_images
     from lit_effdl.models.loading import read_checkpoint
     from lit_effdl.models.teacher import load_evaluated_network
@@ -89,7 +90,7 @@ def network_outputs(ckpt_path: str, pool: ImageSource, image_size: int, kind: st
             try:
                 if kind == "embeddings":
                     x = normalise_images(x, teacher.mean, teacher.std)
-                    out = net.forward_head(net.forward_features(x), pre_logits=True).flatten(1)
+                    out = pooled_features(net, x).flatten(1)
                 else:
                     out = teacher(x).float().softmax(dim=1)
             except RuntimeError as err:  # a first layer sized for other images (an MLP, a fixed stem)
