@@ -46,6 +46,7 @@ SCRIPT = textwrap.dedent("""
         net, data = setup()
         result = predict_probs(net, data, batch_size=8)
         torch.save(result, f"{out}.rank{rank}")
+        dist.barrier()  # no rank tears gloo down while another still talks to it
         dist.destroy_process_group()
 
     if __name__ == "__main__":

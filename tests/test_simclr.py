@@ -79,6 +79,8 @@ DDP_SCRIPT = textwrap.dedent("""
         mean = loss.clone()
         dist.all_reduce(mean)
         torch.save({"loss": mean / world, "grads": grads(net)}, f"{out}.rank{rank}")
+        del ddp  # its reducer, then a barrier: without them 1 run in ~20 aborted at exit (gloo teardown race)
+        dist.barrier()
         dist.destroy_process_group()
 
     if __name__ == "__main__":
