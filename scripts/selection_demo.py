@@ -6,7 +6,8 @@
     python scripts/selection_demo.py --quick            (smoke run: digits, budget 10, seed 0, 2 steps a fit)
 
 For each (budget, strategy, seed) ``lit-effdl select`` chooses ``budget`` images of the training pool
-blind to class (pixels + PCA embeddings; the strategy's k-means / random draw seeded by the seed), then
+blind to class (the ``--embed-ckpt`` backbone's features, e.g. SimCLR's, or pixels + PCA; the
+strategy's k-means / random draw seeded by the seed), then
 the method's config (``configs/<dataset>/<method>.yaml``) trains on exactly those labels
 (``label_selection: file``), every other pool image unlabeled, and its final weights are tested.
 
@@ -47,10 +48,11 @@ from lit_effdl.select.command import CONTACT_SHEET, SELECTION_FILE, data_module,
 DATASETS = ("digits", "mnist")
 
 
-def select_once(config: str, strategy: str, budget: int, seed: int, run_dir: Path, overrides: list[str]) -> str:
+def select_once(config: str, strategy: str, budget: int, seed: int, run_dir: Path, overrides: list[str],
+                embed_ckpt: str | None = None) -> str:
     """``run_dir/selection.csv``, rewritten only when the choice changed (its file time keys the fit)."""
     fresh = run_dir / "selecting"
-    select(config, strategy, budget, fresh, seed=seed, overrides=overrides)
+    select(config, strategy, budget, fresh, ckpt_path=embed_ckpt, seed=seed, overrides=overrides)
     target = run_dir / SELECTION_FILE
     if not target.is_file() or not filecmp.cmp(fresh / SELECTION_FILE, target, shallow=False):
         for name in (CONTACT_SHEET, SELECTION_FILE):  # the csv last: it marks the selection complete
@@ -88,6 +90,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--strategies", default="random,typiclust,probcover")
     p.add_argument("--method", default="fixmatch", help="configs/<dataset>/<method>.yaml")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--embed-ckpt", help="checkpoint whose backbone embeds the pool (e.g. a SimCLR run's "
+                   "last.ckpt); default: pixels + PCA")
     p.add_argument("--epochs", type=int, default=5, help="trainer.max_epochs of every fit (100 steps each)")
     p.add_argument("--root", default="data/mnist", help="MNIST folder (make data)")
     p.add_argument("--jobs", type=int, default=1, help="fits at a time, one thread each (2 on 2 cores)")
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             for strategy in args.strategies:
                 for seed in args.seeds:
                     run_dir = args.out / strategy / f"b{budget}_seed{seed}"
-                    selection = select_once(config, strategy, budget, seed, run_dir, data)
+                    selection = select_once(config, strategy, budget, seed, run_dir, data, args.embed_ckpt)
                     _, covered = classes_covered(dm, [selection])
                     overrides = ["--seed_everything", str(seed), "--data.init_args.split_seed", str(seed), *data,
                                  *schedule, "--test_checkpoint", "last", *train_on_files([selection])]
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
          args.out / "selection_demo.png", args.dataset, xlabel="labeled images (class-blind selection)",
          title=f"{args.method}, accuracy vs budget")
     write_json_atomic(args.out / "results.json", {"results": rows, "summary": summary, "epochs": args.epochs,
+                                                  "embedding": args.embed_ckpt or "pixels+pca",
                                                   "method": args.method, "seconds": round(time.time() - start)})
     print(json.dumps({"results": rows}))
     return 0

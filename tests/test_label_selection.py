@@ -199,3 +199,18 @@ def test_select_with_a_checkpoint_and_one_for_another_image_size(image_folder, c
     with pytest.raises(SystemExit):
         select(config, "--strategy", "typiclust", "--budget", "31", "--out", str(root / "bad"))
     assert "budget=31 is not valid: use 1..30" in capsys.readouterr().err
+
+
+def test_one_pool_is_embedded_once_per_process_until_the_checkpoint_changes(image_folder, capsys, monkeypatch):
+    import lit_effdl.select.command as command
+
+    root, config = image_folder
+    calls, real = [], command.network_outputs
+    monkeypatch.setattr(command, "network_outputs", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    ckpt = fake_checkpoint(root / "ok.ckpt", 16)
+    for strategy in ("kmeans_centers", "typiclust", "probcover"):
+        command.select(config, strategy, 3, root / strategy, ckpt_path=ckpt)
+    assert calls == [ckpt]
+    fake_checkpoint(root / "ok.ckpt", 16)  # rewritten: embedded again
+    command.select(config, "typiclust", 3, root / "again", ckpt_path=ckpt)
+    assert calls == [ckpt, ckpt]

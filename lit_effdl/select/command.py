@@ -69,6 +69,9 @@ def contact_sheet(pool: ImageSource, indices: np.ndarray, path: str | Path) -> N
         save_image(grid, tmp, format="png")
 
 
+_last_values: list = [None, None]  # (key, values) of the last pool embedded in this process
+
+
 def select(config: str, strategy: str, budget: int, out: str | Path, ckpt_path: str | None = None,
            labeled: list[str] | None = None, seed: int = 0, pca_dims: int = PCA_DIMS,
            overrides: list[str] | None = None) -> dict:
@@ -82,13 +85,16 @@ def select(config: str, strategy: str, budget: int, out: str | Path, ckpt_path: 
     pool, root = dm.sources.train, getattr(dm, "root", None)
     paths = pool_paths(pool)
     already = read_selected(labeled, len(pool), paths, root) if labeled else np.zeros(0, dtype=np.int64)
-    loading = dict(batch_size=dm.eval_batch_size, num_workers=dm.num_workers)
     if kind == "nothing":
         values = len(pool)
-    elif ckpt_path:
-        values = network_outputs(ckpt_path, pool, dm.image_size, kind, **loading)
     else:
-        values = pixel_embeddings(pool, pca_dims, seed, **loading)
+        key = (config, tuple(overrides or []), kind, ckpt_path, ckpt_path and Path(ckpt_path).is_file() and Path(ckpt_path).stat().st_mtime_ns,
+               None if ckpt_path else (pca_dims, seed))
+        if _last_values[0] != key:  # a demo selects many times from one pool: embed it once
+            loading = dict(batch_size=dm.eval_batch_size, num_workers=dm.num_workers)
+            _last_values[:] = [key, network_outputs(ckpt_path, pool, dm.image_size, kind, **loading) if ckpt_path
+                               else pixel_embeddings(pool, pca_dims, seed, **loading)]
+        values = _last_values[1]
     options = {"num_classes": dm.num_classes} if strategy == "probcover" else {}
     chosen = run_strategy(strategy, values, budget, already, seed, **options)
     out = Path(out)
