@@ -6,7 +6,7 @@
     python scripts/selection_demo.py --quick            (smoke run: digits, budget 10, seed 0, 2 steps a fit)
 
 For each (budget, strategy, seed) ``lit-effdl select`` chooses ``budget`` images of the training pool
-blind to class (the ``--embed-ckpt`` backbone's features, e.g. SimCLR's, or pixels + PCA; the
+blind to class (the ``--embed_ckpt`` backbone's features, e.g. SimCLR's, or pixels + PCA; the
 strategy's k-means / random draw seeded by the seed), then
 the method's config (``configs/<dataset>/<method>.yaml``) trains on exactly those labels
 (``label_selection: file``), every other pool image unlabeled, and its final weights are tested.
@@ -90,7 +90,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--strategies", default="random,typiclust,probcover")
     p.add_argument("--method", default="fixmatch", help="configs/<dataset>/<method>.yaml")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--embed-ckpt", help="checkpoint whose backbone embeds the pool (e.g. a SimCLR run's "
+    p.add_argument("--embed_ckpt", help="checkpoint whose backbone embeds the pool (e.g. a SimCLR run's "
                    "last.ckpt); default: pixels + PCA")
     p.add_argument("--epochs", type=int, default=5, help="trainer.max_epochs of every fit (100 steps each)")
     p.add_argument("--root", default="data/mnist", help="MNIST folder (make data)")
