@@ -21,6 +21,7 @@ number of classes the selection covers, per (budget, strategy); writes ``OUT/sel
 ``OUT/<strategy>/b<budget>_seed<seed>/`` with its ``selection.csv`` and ``result.json``: a rerun reuses
 every finished fit whose settings (config, overrides, selection file) are unchanged. The last stdout
 line is JSON ``{"results": [{"strategy", "budget", "seed", "classes_covered", "test_acc"}, ...]}``.
+``--selection_only`` stops after selecting: classes covered per (budget, strategy), ``OUT/coverage.json``.
 """
 
 from __future__ import annotations
@@ -83,6 +84,20 @@ def table(summary: list[dict], strategies: list[str], budgets: list[int], num_cl
     return "\n".join(lines)
 
 
+def coverage_only(rows: list[dict], args: argparse.Namespace, seconds: float) -> int:
+    """``--selection_only``: the mean number of classes each (strategy, budget) covers; no fit."""
+    print(f"{args.dataset}: classes covered, mean over seeds {args.seeds} ({args.embed_ckpt or 'pixels + PCA'})")
+    print("| strategy | " + " | ".join(f"{b} labels" for b in args.budgets) + " |\n" + "|---" * (len(args.budgets) + 1) + "|")
+    for strategy in args.strategies:
+        means = [statistics.mean(r["classes_covered"] for r in rows if r["strategy"] == strategy and r["budget"] == b)
+                 for b in args.budgets]
+        print(f"| {strategy} | " + " | ".join(f"{m:.1f}" for m in means) + " |")
+    write_json_atomic(args.out / "coverage.json", {"results": rows, "embedding": args.embed_ckpt or "pixels+pca",
+                                                   "seconds": round(seconds)})
+    print(json.dumps({"results": rows}))
+    return 0
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
@@ -96,6 +111,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--root", default="data/mnist", help="MNIST folder (make data)")
     p.add_argument("--jobs", type=int, default=1, help="fits at a time, one thread each (2 on 2 cores)")
     p.add_argument("--out", help="default runs/selection_demo/<dataset>")
+    p.add_argument("--selection_only", action="store_true",
+                   help="select and count the classes each choice covers (OUT/coverage.json); train nothing")
     p.add_argument("--quick", action="store_true", help="smoke run: digits, budget 10, seed 0, 2 steps per fit")
     args = p.parse_args(argv)
     if args.quick:
@@ -138,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                                  *schedule, "--test_checkpoint", "last", *train_on_files([selection])]
                     calls[f"{strategy}_b{budget}_s{seed}"] = (config, overrides, str(run_dir))
                     rows.append({"strategy": strategy, "budget": budget, "seed": seed, "classes_covered": covered})
+        if args.selection_only:
+            return coverage_only(rows, args, time.time() - start)
         print(f"{args.dataset} ({pool} pool images, {n_test} test), {args.method}: {len(calls)} fits of "
               f"{args.epochs} epochs, {args.jobs} job(s)", flush=True)
         fits = run_named(calls, args.jobs, lambda acc: round((1.0 - acc) * n_test), start)

@@ -67,3 +67,16 @@ def test_selection_demo_quick_prints_per_fit_results_and_writes_the_plot(tmp_pat
     assert "| typiclust |" in out and "/10 classes" in out
     assert (tmp_path / "selection_demo.png").stat().st_size > 0
     assert json.loads((tmp_path / "results.json").read_text())["results"] == rows
+
+
+def test_selection_demo_selection_only_counts_classes_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    demo = _script("selection_demo", monkeypatch)
+    assert demo.main(["--quick", "--selection_only", "--strategies", "random,kmeans_centers", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(out.strip().splitlines()[-1])["results"]
+    targets = demo.data_module(str(ROOT / "configs/digits/fixmatch.yaml"), []).sources.train.targets
+    for r in rows:
+        selected = _indices(tmp_path / r["strategy"] / "b10_seed0" / "selection.csv")
+        assert "test_acc" not in r and r["classes_covered"] == len(set(targets[selected].tolist()))
+    assert "| kmeans_centers |" in out and json.loads((tmp_path / "coverage.json").read_text())["results"] == rows
+    assert not list(tmp_path.rglob("lightning_logs")) and not (tmp_path / "results.json").exists()
