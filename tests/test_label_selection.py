@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from torchvision.io import write_png
 
@@ -214,3 +215,30 @@ def test_one_pool_is_embedded_once_per_process_until_the_checkpoint_changes(imag
     fake_checkpoint(root / "ok.ckpt", 16)  # rewritten: embedded again
     command.select(config, "typiclust", 3, root / "again", ckpt_path=ckpt)
     assert calls == [ckpt, ckpt]
+
+
+def test_select_embeds_with_a_headless_simclr_checkpoint_and_refuses_it_for_probabilities(image_folder, capsys):
+    """A SimCLR run's backbone has no classifier (and a projector beside it): its pooled features
+    embed the pool; margin / entropy need class probabilities, which it cannot give."""
+    from lit_effdl.models.auxiliary import pooled_features
+    from lit_effdl.models.factory import create_backbone
+    from lit_effdl.select.embed import network_outputs
+
+    root, config = image_folder
+    net = create_backbone("small_cnn", 3, in_chans=3)
+    net.reset_classifier(0)
+    state = {f"backbone.{k}": v for k, v in net.state_dict().items()} | {"projector.0.weight": torch.ones(4, 2)}
+    path = str(root / "simclr.ckpt")
+    torch.save({"state_dict": state, "hyper_parameters": {"backbone": "small_cnn", "num_classes": 3, "in_chans": 3},
+                "lit_effdl": {"image_size": 16}}, path)
+    pool = folder_module(root).sources.train
+    embedded = network_outputs(path, pool, 16, "embeddings")
+    net.eval()
+    with torch.no_grad():
+        expected = pooled_features(net, torch.stack([pool.load(i) for i in range(len(pool))]).float() / 255 * 2 - 1)
+    torch.testing.assert_close(torch.from_numpy(embedded), F.normalize(expected, dim=1), rtol=1e-4, atol=1e-5)
+    select(config, "--strategy", "kmeans_centers", "--budget", "3", "--ckpt_path", path, "--out", str(root / "k"))
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["indices"]) == 3
+    with pytest.raises(SystemExit):
+        select(config, "--strategy", "margin", "--budget", "3", "--ckpt_path", path, "--out", str(root / "m"))
+    assert "has no classifier ('fc.bias' missing: a self-supervised run such as SimCLR)" in capsys.readouterr().err

@@ -81,9 +81,12 @@ def build_teacher(
     return FrozenTeacher(net)
 
 
-def load_evaluated_network(path: str | Path) -> NormalisedTeacher:
+def load_evaluated_network(path: str | Path, headless_ok: bool = False) -> NormalisedTeacher:
     """The evaluated network of a lit-effdl checkpoint (the EMA copy when the run had one), frozen,
-    taking the loader's images and normalising them with the run's ``input_mean`` / ``input_std``."""
+    taking the loader's images and normalising them with the run's ``input_mean`` / ``input_std``.
+
+    A checkpoint without a classifier (SimCLR's backbone) loads only with ``headless_ok`` (the
+    network then outputs its pooled features); otherwise it is refused: it predicts no class."""
     payload = read_checkpoint(path, setting="teacher_checkpoint")
     hp = payload.get("hyper_parameters") if isinstance(payload, dict) else None
     if not hp or "backbone" not in hp or "num_classes" not in hp:
@@ -92,6 +95,13 @@ def load_evaluated_network(path: str | Path) -> NormalisedTeacher:
     net = create_backbone(hp["backbone"], hp["num_classes"], in_chans=hp.get("in_chans", 3),
                           **(hp.get("backbone_kwargs") or {}))
     state = extract_backbone_state(payload, prefer_ema=True, origin=str(path))
+    head = sorted(classifier_keys(net))
+    if head and not any(key in state for key in head):
+        if not headless_ok or not hasattr(net, "reset_classifier"):
+            raise UserError(f"checkpoint {path} has no classifier ('{head[0]}' missing: a self-supervised run such as "
+                            "SimCLR) so it predicts no class: fine-tune it first (--model.init_args.init_from "
+                            f"{path}), or use it for embeddings only")
+        net.reset_classifier(0)
     load_weights(net, state, drop_classifier=False, origin=f"teacher_checkpoint {path}")
     return NormalisedTeacher(net, hp.get("input_mean", (0.5,)), hp.get("input_std", (0.5,)))
 

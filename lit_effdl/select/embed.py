@@ -74,7 +74,7 @@ def network_outputs(ckpt_path: str, pool: ImageSource, image_size: int, kind: st
         raise UserError(f"ckpt_path {ckpt_path} was trained on {trained}x{trained} images but the config's data "
                         f"gives {image_size}x{image_size}: select with the data settings (image_size) it was "
                         "trained on, or a checkpoint trained on these images")
-    teacher = load_evaluated_network(ckpt_path)
+    teacher = load_evaluated_network(ckpt_path, headless_ok=kind == "embeddings")
     net, channels = teacher.net, (payload.get("hyper_parameters") or {}).get("in_chans", 3)
     if channels != pool.channels:
         raise UserError(f"ckpt_path {ckpt_path} takes {channels}-channel images but the data has {pool.channels}")
