@@ -50,10 +50,11 @@ DATASETS = ("digits", "mnist")
 
 
 def select_once(config: str, strategy: str, budget: int, seed: int, run_dir: Path, overrides: list[str],
-                embed_ckpt: str | None = None) -> str:
+                embed_ckpt: str | None = None, whiten_dims: int | None = None) -> str:
     """``run_dir/selection.csv``, rewritten only when the choice changed (its file time keys the fit)."""
     fresh = run_dir / "selecting"
-    select(config, strategy, budget, fresh, ckpt_path=embed_ckpt, seed=seed, overrides=overrides)
+    select(config, strategy, budget, fresh, ckpt_path=embed_ckpt, seed=seed, overrides=overrides,
+           whiten_dims=whiten_dims)
     target = run_dir / SELECTION_FILE
     if not target.is_file() or not filecmp.cmp(fresh / SELECTION_FILE, target, shallow=False):
         for name in (CONTACT_SHEET, SELECTION_FILE):  # the csv last: it marks the selection complete
@@ -93,6 +94,7 @@ def coverage_only(rows: list[dict], args: argparse.Namespace, seconds: float) ->
                  for b in args.budgets]
         print(f"| {strategy} | " + " | ".join(f"{m:.1f}" for m in means) + " |")
     write_json_atomic(args.out / "coverage.json", {"results": rows, "embedding": args.embed_ckpt or "pixels+pca",
+                                                   "whiten_dims": args.whiten_dims,
                                                    "seconds": round(seconds)})
     print(json.dumps({"results": rows}))
     return 0
@@ -107,6 +109,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--embed_ckpt", help="checkpoint whose backbone embeds the pool (e.g. a SimCLR run's "
                    "last.ckpt); default: pixels + PCA")
+    p.add_argument("--whiten_dims", type=int, help="PCA-whiten the embeddings to this many dimensions first")
     p.add_argument("--epochs", type=int, default=5, help="trainer.max_epochs of every fit (100 steps each)")
     p.add_argument("--root", default="data/mnist", help="MNIST folder (make data)")
     p.add_argument("--jobs", type=int, default=1, help="fits at a time, one thread each (2 on 2 cores)")
@@ -149,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             for strategy in args.strategies:
                 for seed in args.seeds:
                     run_dir = args.out / strategy / f"b{budget}_seed{seed}"
-                    selection = select_once(config, strategy, budget, seed, run_dir, data, args.embed_ckpt)
+                    selection = select_once(config, strategy, budget, seed, run_dir, data, args.embed_ckpt,
+                                            args.whiten_dims)
                     _, covered = classes_covered(dm, [selection])
                     overrides = ["--seed_everything", str(seed), "--data.init_args.split_seed", str(seed), *data,
                                  *schedule, "--test_checkpoint", "last", *train_on_files([selection])]
@@ -174,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
          title=f"{args.method}, accuracy vs budget")
     write_json_atomic(args.out / "results.json", {"results": rows, "summary": summary, "epochs": args.epochs,
                                                   "embedding": args.embed_ckpt or "pixels+pca",
+                                                  "whiten_dims": args.whiten_dims,
                                                   "method": args.method, "seconds": round(time.time() - start)})
     print(json.dumps({"results": rows}))
     return 0

@@ -237,8 +237,10 @@ def test_select_embeds_with_a_headless_simclr_checkpoint_and_refuses_it_for_prob
     with torch.no_grad():
         expected = pooled_features(net, torch.stack([pool.load(i) for i in range(len(pool))]).float() / 255 * 2 - 1)
     torch.testing.assert_close(torch.from_numpy(embedded), F.normalize(expected, dim=1), rtol=1e-4, atol=1e-5)
-    select(config, "--strategy", "kmeans_centers", "--budget", "3", "--ckpt_path", path, "--out", str(root / "k"))
-    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["indices"]) == 3
+    select(config, "--strategy", "kmeans_centers", "--budget", "3", "--ckpt_path", path, "--out", str(root / "k"),
+           "--whiten_dims", "8")
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(printed["indices"]) == 3 and printed["embedding"] == f"{path} whitened to 8"
     with pytest.raises(SystemExit):
         select(config, "--strategy", "margin", "--budget", "3", "--ckpt_path", path, "--out", str(root / "m"))
     assert "has no classifier ('fc.bias' missing: a self-supervised run such as SimCLR)" in capsys.readouterr().err

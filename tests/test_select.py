@@ -147,3 +147,23 @@ def test_bad_values_are_refused():
         run("margin", PROBABILITIES * 3, 1)
     with pytest.raises(UserError, match="strategy 'coreset' is not valid: use one of random, "):
         run_strategy("coreset", x, 1)
+
+
+
+def test_whitening_undoes_any_linear_stretch_of_the_features():
+    """Whitened to full rank, features are the same up to a rotation whatever invertible linear map
+    stretched them (all cosines equal), so a strategy picks the same images; on the raw stretched
+    features it does not (one axis 200x wider swamps the clusters)."""
+    from lit_effdl.select.embed import whiten
+
+    x, truth = three_clusters()
+    stretch = np.diag([1.0, 1.0, 1.0, 200.0]) @ np.random.default_rng(3).normal(size=(4, 4))
+    stretched = (x @ stretch).astype(np.float32)
+    a, b = whiten(x, 4), whiten(stretched, 4)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(a @ a.T, b @ b.T, atol=2e-3)  # float32 rows
+    assert list(run("typiclust", a, 3).indices) == list(run("typiclust", b, 3).indices)
+    assert list(run("typiclust", x, 3).indices) != list(run("typiclust", stretched, 3).indices)
+    assert whiten(x, 99).shape == x.shape  # at most the data's dimensions
+    with pytest.raises(UserError, match="whiten_dims=0 is not valid"):
+        whiten(x, 0)

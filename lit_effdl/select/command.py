@@ -26,7 +26,7 @@ from lit_effdl.data.sources import ImageSource
 from lit_effdl.errors import UserError, exit_code_of
 from lit_effdl.io import atomic_path
 from lit_effdl.select import STRATEGIES, needs, run_strategy
-from lit_effdl.select.embed import PCA_DIMS, network_outputs, pixel_embeddings
+from lit_effdl.select.embed import PCA_DIMS, network_outputs, pixel_embeddings, whiten
 
 SELECTION_FILE = "selection.csv"
 CONTACT_SHEET = "selection.png"
@@ -74,7 +74,7 @@ _last_values: list = [None, None]  # (key, values) of the last pool embedded in 
 
 def select(config: str, strategy: str, budget: int, out: str | Path, ckpt_path: str | None = None,
            labeled: list[str] | None = None, seed: int = 0, pca_dims: int = PCA_DIMS,
-           overrides: list[str] | None = None) -> dict:
+           overrides: list[str] | None = None, whiten_dims: int | None = None) -> dict:
     """Run ``strategy`` on the config's training pool, write ``selection.csv`` and ``selection.png``
     under ``out``; returns what the command prints as JSON."""
     kind = needs(strategy)
@@ -95,6 +95,8 @@ def select(config: str, strategy: str, budget: int, out: str | Path, ckpt_path: 
             _last_values[:] = [key, network_outputs(ckpt_path, pool, dm.image_size, kind, **loading) if ckpt_path
                                else pixel_embeddings(pool, pca_dims, seed, **loading)]
         values = _last_values[1]
+        if whiten_dims is not None and kind == "embeddings":
+            values = whiten(values, whiten_dims, seed)
     options = {"num_classes": dm.num_classes} if strategy == "probcover" else {}
     chosen = run_strategy(strategy, values, budget, already, seed, **options)
     out = Path(out)
@@ -102,7 +104,8 @@ def select(config: str, strategy: str, budget: int, out: str | Path, ckpt_path: 
     contact_sheet(pool, chosen.indices, out / CONTACT_SHEET)
     return {"selection": str(out / SELECTION_FILE), "contact_sheet": str(out / CONTACT_SHEET), "strategy": strategy,
             "budget": budget, "pool": len(pool), "already_labeled": len(already),
-            "embedding": "none" if kind == "nothing" else (ckpt_path or f"pixels+pca{pca_dims}"),
+            "embedding": "none" if kind == "nothing" else (ckpt_path or f"pixels+pca{pca_dims}")
+            + (f" whitened to {whiten_dims}" if whiten_dims is not None and kind == "embeddings" else ""),
             "indices": chosen.indices.tolist(), "info": chosen.info}
 
 
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labeled", nargs="+", help="earlier selection.csv files: the images already labeled")
     parser.add_argument("--seed", type=int, default=0, help="seed of k-means and random draws")
     parser.add_argument("--pca_dims", type=int, default=PCA_DIMS, help="PCA dimensions of pixels without --ckpt_path")
+    parser.add_argument("--whiten_dims", type=int, help="PCA-whiten the embeddings to this many dimensions "
+                        "before ranking (e.g. 32 for self-supervised features; default: as they are)")
     args, overrides = parser.parse_known_args(argv)
     unknown = [a for a in overrides if a.startswith("--") and not a.startswith("--data.")]
     if unknown:
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         result = select(args.config, args.strategy, args.budget, args.out, args.ckpt_path, args.labeled, args.seed,
-                        args.pca_dims, overrides)
+                        args.pca_dims, overrides, args.whiten_dims)
         print(f"{args.strategy}: {len(result['indices'])} of {result['pool']} images -> {result['selection']}, "
               f"{result['contact_sheet']}")
         print(json.dumps(result))

@@ -28,6 +28,21 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def whiten(x: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
+    """PCA to ``dims`` (at most the rank) with every component scaled to unit variance, then unit rows.
+
+    Self-supervised features spend most of their variance on directions that are not the class: on
+    MNIST with our SimCLR backbone (k-NN 0.977) k-means into 10 clusters is 0.36 pure on the raw
+    features and 0.75 once whitened to 32 dimensions (TypiClust then covers 8.0 classes with 10 picks
+    instead of 2.7; docs/selection.md)."""
+    from sklearn.decomposition import PCA
+
+    if dims < 1:
+        raise UserError(f"whiten_dims={dims} is not valid: use a positive number of dimensions (e.g. 32), or none")
+    dims = min(dims, x.shape[1], len(x) - 1)
+    return l2_normalise(PCA(dims, whiten=True, random_state=seed).fit_transform(x).astype(np.float32))
+
+
 def pixel_embeddings(pool: ImageSource, dims: int = PCA_DIMS, seed: int = 0, batch_size: int = 256,
                      num_workers: int = 0) -> np.ndarray:
     """Pixels in [0, 1] (downscaled to at most 32x32), PCA to ``dims`` dimensions (seeded), unit rows."""
