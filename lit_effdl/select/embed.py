@@ -32,9 +32,8 @@ def whiten(x: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
     """PCA to ``dims`` (at most the rank) with every component scaled to unit variance, then unit rows.
 
     Self-supervised features spend most of their variance on directions that are not the class: on
-    MNIST with our SimCLR backbone (k-NN 0.977) k-means into 10 clusters is 0.36 pure on the raw
-    features and 0.75 once whitened to 32 dimensions (TypiClust then covers 8.0 classes with 10 picks
-    instead of 2.7; docs/selection.md)."""
+    MNIST with our SimCLR backbone (k-NN 0.977) TypiClust's 10 picks cover 2.7 classes on the raw
+    features and 8 whitened to 32 dimensions (docs/selection.md)."""
     from sklearn.decomposition import PCA
 
     if dims < 1:
