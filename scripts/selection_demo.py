@@ -30,6 +30,7 @@ import argparse
 import filecmp
 import json
 import os
+import shlex
 import shutil
 import statistics
 import sys
@@ -109,6 +110,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--embed_ckpt", help="checkpoint whose backbone embeds the pool (e.g. a SimCLR run's "
                    "last.ckpt); default: pixels + PCA")
+    p.add_argument("--extra", default="", help="lit-effdl overrides for every fit, e.g. "
+                   "'--model.init_args.checkpoint_path run/last.ckpt' for --method simclr_finetune")
     p.add_argument("--whiten_dims", type=int, help="PCA-whiten the embeddings to this many dimensions first")
     p.add_argument("--epochs", type=int, default=5, help="trainer.max_epochs of every fit (100 steps each)")
     p.add_argument("--root", default="data/mnist", help="MNIST folder (make data)")
@@ -156,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                                             args.whiten_dims)
                     _, covered = classes_covered(dm, [selection])
                     overrides = ["--seed_everything", str(seed), "--data.init_args.split_seed", str(seed), *data,
-                                 *schedule, "--test_checkpoint", "last", *train_on_files([selection])]
+                                 *schedule, "--test_checkpoint", "last", *train_on_files([selection]),
+                                 *shlex.split(args.extra)]
                     calls[f"{strategy}_b{budget}_s{seed}"] = (config, overrides, str(run_dir))
                     rows.append({"strategy": strategy, "budget": budget, "seed": seed, "classes_covered": covered})
         if args.selection_only:
@@ -179,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(args.out / "results.json", {"results": rows, "summary": summary, "epochs": args.epochs,
                                                   "embedding": args.embed_ckpt or "pixels+pca",
                                                   "whiten_dims": args.whiten_dims,
-                                                  "method": args.method, "seconds": round(time.time() - start)})
+                                                  "method": args.method, "extra": args.extra,
+                                                  "seconds": round(time.time() - start)})
     print(json.dumps({"results": rows}))
     return 0
 
