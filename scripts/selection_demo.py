@@ -89,7 +89,8 @@ def table(summary: list[dict], strategies: list[str], budgets: list[int], num_cl
 def coverage_only(rows: list[dict], args: argparse.Namespace, seconds: float) -> int:
     """``--selection_only``: the mean number of classes each (strategy, budget) covers; no fit."""
     print(f"{args.dataset}: classes covered, mean over seeds {args.seeds} ({args.embed_ckpt or 'pixels + PCA'})")
-    print("| strategy | " + " | ".join(f"{b} labels" for b in args.budgets) + " |\n" + "|---" * (len(args.budgets) + 1) + "|")
+    print("| strategy | " + " | ".join(f"{b} labels" for b in args.budgets) + " |")
+    print("|---" * (len(args.budgets) + 1) + "|")
     for strategy in args.strategies:
         means = [statistics.mean(r["classes_covered"] for r in rows if r["strategy"] == strategy and r["budget"] == b)
                  for b in args.budgets]

@@ -71,7 +71,8 @@ def test_selection_demo_quick_prints_per_fit_results_and_writes_the_plot(tmp_pat
 
 def test_selection_demo_selection_only_counts_classes_and_trains_nothing(tmp_path, monkeypatch, capsys):
     demo = _script("selection_demo", monkeypatch)
-    assert demo.main(["--quick", "--selection_only", "--strategies", "random,kmeans_centers", "--out", str(tmp_path)]) == 0
+    argv = ["--quick", "--selection_only", "--strategies", "random,kmeans_centers", "--out", str(tmp_path)]
+    assert demo.main(argv) == 0
     out = capsys.readouterr().out
     rows = json.loads(out.strip().splitlines()[-1])["results"]
     targets = demo.data_module(str(ROOT / "configs/digits/fixmatch.yaml"), []).sources.train.targets

@@ -149,7 +149,6 @@ def test_bad_values_are_refused():
         run_strategy("coreset", x, 1)
 
 
-
 def test_whitening_undoes_any_linear_stretch_of_the_features():
     """Whitened to full rank, features are the same up to a rotation whatever invertible linear map
     stretched them (all cosines equal), so a strategy picks the same images; on the raw stretched

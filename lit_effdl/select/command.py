@@ -69,7 +69,22 @@ def contact_sheet(pool: ImageSource, indices: np.ndarray, path: str | Path) -> N
         save_image(grid, tmp, format="png")
 
 
-_last_values: list = [None, None]  # (key, values) of the last pool embedded in this process
+_last_embedded: dict = {}  # {key: values} of the last pool embedded in this process (one entry at most)
+
+
+def _embedded(dm, kind: str, ckpt_path: str | None, pca_dims: int, seed: int, key: tuple) -> np.ndarray:
+    """The pool's embeddings / probabilities, reused while ``key`` (config, overrides, checkpoint and
+    its file time, PCA settings) is unchanged: a demo selects many times from one pool."""
+    checkpoint = Path(ckpt_path) if ckpt_path else None
+    key = (*key, kind, ckpt_path, checkpoint.stat().st_mtime_ns if checkpoint and checkpoint.is_file() else None,
+           None if ckpt_path else (pca_dims, seed))
+    if key not in _last_embedded:
+        loading = dict(batch_size=dm.eval_batch_size, num_workers=dm.num_workers)
+        values = (network_outputs(ckpt_path, dm.sources.train, dm.image_size, kind, **loading) if ckpt_path
+                  else pixel_embeddings(dm.sources.train, pca_dims, seed, **loading))
+        _last_embedded.clear()
+        _last_embedded[key] = values
+    return _last_embedded[key]
 
 
 def select(config: str, strategy: str, budget: int, out: str | Path, ckpt_path: str | None = None,
@@ -88,13 +103,7 @@ def select(config: str, strategy: str, budget: int, out: str | Path, ckpt_path: 
     if kind == "nothing":
         values = len(pool)
     else:
-        key = (config, tuple(overrides or []), kind, ckpt_path, ckpt_path and Path(ckpt_path).is_file() and Path(ckpt_path).stat().st_mtime_ns,
-               None if ckpt_path else (pca_dims, seed))
-        if _last_values[0] != key:  # a demo selects many times from one pool: embed it once
-            loading = dict(batch_size=dm.eval_batch_size, num_workers=dm.num_workers)
-            _last_values[:] = [key, network_outputs(ckpt_path, pool, dm.image_size, kind, **loading) if ckpt_path
-                               else pixel_embeddings(pool, pca_dims, seed, **loading)]
-        values = _last_values[1]
+        values = _embedded(dm, kind, ckpt_path, pca_dims, seed, (config, tuple(overrides or [])))
         if whiten_dims is not None and kind == "embeddings":
             values = whiten(values, whiten_dims, seed)
     options = {"num_classes": dm.num_classes} if strategy == "probcover" else {}
