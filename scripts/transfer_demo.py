@@ -152,6 +152,7 @@ RECIPES = {  # Finetune(mode="full") variants, ranked by validation accuracy (--
         "full_probe2": {"mode": "full", "probe_epochs": 2},
         "full_frozen_bn": {"mode": "full", "freeze_bn": True},
         "full_frozen_bn_lr100": {"mode": "full", "freeze_bn": True, "backbone_lr": 0.0005},
+        "full_frozen_bn_lr500": {"mode": "full", "freeze_bn": True, "backbone_lr": 0.0001},
         "full_same_lr": {"mode": "full", "backbone_lr": 0.05},
     },
     "imagenet_lite0_to_digits": {
